@@ -1,0 +1,776 @@
+"""Carry out plans: list, scan, check, transfer and delete, under one concurrency limit.
+
+`Engine` owns the clients, the state store and the limiter of one mirror. Every object of a
+batch runs in a task of one task group; a failed object is collected, never stops the others,
+and the batch ends with one `TransferError` naming all of them. Cancellation (Ctrl-C) removes
+partial files and propagates.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from . import _local
+from ._errors import (
+    EndpointError,
+    Failure,
+    IntegrityError,
+    NotFoundError,
+    TransferError,
+    UnsafeKeyError,
+    translate,
+)
+from ._exclude import Excluder
+from ._hashing import CHUNK, Hasher, file_digests, is_md5_etag
+from ._keys import find_collisions, relative_path
+from ._plan import (
+    Check,
+    CheckKind,
+    Copy,
+    LocalFile,
+    LocalTree,
+    Plan,
+    Record,
+    RemoteFile,
+    RemoteTree,
+    TransferPlan,
+    plan_download,
+    plan_upload,
+)
+from ._profiles import Profile
+from ._progress import Progress
+from ._s3 import META_XXH3, ClientOptions, ClientPool
+from ._state import StateStore, root_lock
+from ._urls import S3URL
+
+__all__ = ["Engine", "EngineOptions", "Target"]
+
+log = logging.getLogger("pos3")
+
+SMALL_OBJECT = 1 << 20  # read whole into memory up to this size
+RECORD_BATCH = 512
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """Tuning of one engine (set from `pos3.mirror` arguments; see its docstring)."""
+
+    max_workers: int = 10
+    max_upload_bytes_per_second: float | None = None
+    part_size: int = 8 << 20
+    multipart_threshold: int = 8 << 20
+    ranged_threshold: int = 32 << 20
+    body_retries: int = 3
+    lock_timeout: float = 600.0
+    clients: ClientOptions = field(default_factory=ClientOptions)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One remote URL and the local path it mirrors to.
+
+    Attributes:
+        url: The parsed URL (profile selector already resolved into ``profile``).
+        profile: The resolved profile, ``None`` for the default chain.
+        local: Absolute local path.
+        explicit_local: Whether the user chose ``local`` (else it is the cache path).
+    """
+
+    url: S3URL
+    profile: Profile | None
+    local: Path
+    explicit_local: bool = False
+
+    @property
+    def label(self) -> str:
+        return str(self.url)
+
+
+class RateLimit:
+    """A token bucket shared by every upload worker: one total rate in bytes per second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self._available = self.rate
+        self._stamp = time.monotonic()
+        self._lock = anyio.Lock()
+
+    async def acquire(self, amount: int) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._available = min(self.rate, self._available + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._available -= amount
+            if self._available < 0:
+                await anyio.sleep(-self._available / self.rate)
+
+
+@dataclass
+class _Sources:
+    """What one operation found: the listing, the local tree and the records."""
+
+    prefix: str
+    single: bool
+    remote: RemoteTree
+    local: LocalTree
+    records: dict[str, Record]
+    empty: bool = False
+
+
+_BODY_ERRORS: tuple[type[BaseException], ...]
+
+
+def _body_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, IncompleteReadError,
+            ResponseStreamingError, ReadTimeoutError, ConnectionError, EndpointError, TimeoutError)
+
+
+_BODY_ERRORS = _body_errors()
+
+
+def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    return _place(tmp, final, root)
+
+
+def _place(tmp: Path, final: Path, root: Path) -> LocalFile:
+    _local.ensure_parent(root, final)
+    if final.is_dir() and not final.is_symlink():
+        raise IsADirectoryError(f"{final}: a folder stands where the file goes")
+    os.replace(tmp, final)
+    return _local.stat_file(final)
+
+
+def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str]:
+    before = _local.stat_file(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    h = Hasher()
+    h.update(data)
+    return data, before, h.xxh3
+
+
+def _pread(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        return os.pread(fh.fileno(), size, offset)
+
+
+class Engine:
+    """Runs downloads, uploads and listings for one mirror, on the loop that created it."""
+
+    def __init__(self, cache_root: Path, options: EngineOptions, progress: Progress) -> None:
+        self.cache_root = cache_root
+        self.private = cache_root / ".pos3"
+        self.options = options
+        self.progress = progress
+        self.pool = ClientPool(options.clients)
+        self.limiter = anyio.Semaphore(options.max_workers)
+        self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
+        rate = options.max_upload_bytes_per_second
+        self.rate = RateLimit(rate) if rate else None
+        self._store: StateStore | None = None
+
+    async def store(self) -> StateStore:
+        if self._store is None:
+            self._store = await anyio.to_thread.run_sync(StateStore, self.private / "state.db")
+        return self._store
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        if self._store is not None:
+            self._store.close()
+
+    # ------------------------------------------------------------------ gathering
+
+    async def _gather(self, target: Target, *, direction: str) -> _Sources:
+        """List the remote side, scan the local side and load records, concurrently."""
+        s3 = await self.pool.get(target.profile)
+        url = target.url
+        store = await self.store()
+        result: dict[str, Any] = {}
+
+        async def do_list() -> None:
+            if url.stem and not url.trailing_slash:
+                if direction == "upload":
+                    is_file = await anyio.to_thread.run_sync(target.local.is_file)
+                    if is_file:
+                        obj = await s3.head(url.bucket, url.stem)
+                        files = (RemoteFile(url.stem, int(obj["ContentLength"]), str(obj.get("ETag", "")).strip('"')),) \
+                            if obj else ()
+                        result["listing"] = (url.stem, True, files, ())
+                        return
+                listing = await s3.list(url.bucket, url.dir_prefix)
+                if listing.empty and direction == "download":
+                    obj = await s3.head(url.bucket, url.stem)
+                    if obj is not None:
+                        rf = RemoteFile(url.stem, int(obj["ContentLength"]), str(obj.get("ETag", "")).strip('"'),
+                                        str(obj.get("LastModified", "")))
+                        result["listing"] = (url.stem, True, (rf,), ())
+                        return
+                result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
+            else:
+                listing = await s3.list(url.bucket, url.dir_prefix)
+                result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
+
+        async def do_scan() -> None:
+            result["local"] = await anyio.to_thread.run_sync(_local.scan, target.local)
+
+        async def do_records() -> None:
+            result["records"] = await anyio.to_thread.run_sync(store.load, target.local)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(do_list)
+            tg.start_soon(do_scan)
+            tg.start_soon(do_records)
+
+        prefix, single, files, markers = result["listing"]
+        remote_files: dict[str, RemoteFile] = {}
+        marker_rels: set[str] = set()
+        unsafe: list[str] = []
+        if single:
+            for f in files:
+                remote_files[""] = f
+        else:
+            for f in files:
+                try:
+                    remote_files[relative_path(f.key, prefix)] = f
+                except UnsafeKeyError as exc:
+                    unsafe.append(str(exc))
+            for m in markers:
+                try:
+                    rel = relative_path(m, prefix)
+                except UnsafeKeyError as exc:
+                    unsafe.append(str(exc))
+                    continue
+                if rel:
+                    marker_rels.add(rel)
+            if direction == "download":
+                unsafe += find_collisions((f.key, relative_path(f.key, prefix)) for f in files
+                                          if not any(f.key in u for u in unsafe))
+        if unsafe and direction == "download":
+            shown = "; ".join(unsafe[:5]) + (f"; and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
+            raise UnsafeKeyError(f"{url}: refusing to download unsafe keys: {shown}")
+        local: LocalTree = result["local"]
+        empty = not files and not markers
+        if single and direction == "download" and target.local.is_dir():
+            if target.explicit_local:
+                raise IsADirectoryError(f"{target.local}: is a folder, but {url} is a single object")
+            local = LocalTree(dirs=frozenset({""}))
+        elif not single and "" in local.files:
+            if target.explicit_local or direction == "upload":
+                if direction == "download":
+                    raise NotADirectoryError(f"{target.local}: is a file, but {url} is a folder")
+            else:
+                local = LocalTree(dirs=frozenset())
+                result["root_is_file"] = True
+        records = result["records"]
+        if single:
+            records = {"": records[""]} if "" in records else {}
+        src = _Sources(prefix, single, RemoteTree(remote_files, frozenset(marker_rels)), local, records, empty)
+        src.__dict__["root_is_file"] = result.get("root_is_file", False)
+        return src
+
+    # ------------------------------------------------------------------ evidence
+
+    async def _evidence(
+        self, target: Target, src: _Sources, checks: tuple[Check, ...], direction: str
+    ) -> tuple[dict[str, bool], dict[str, str]]:
+        """Answer content checks: rel -> same, and rel -> local xxh3 for what was hashed."""
+        same: dict[str, bool] = {}
+        digests: dict[str, str] = {}
+        s3 = await self.pool.get(target.profile)
+        root = target.local
+
+        async def one(check: Check) -> None:
+            rel = check.rel
+            path = root / rel if rel else root
+            if check.kind is CheckKind.LOCAL_VS_RECORD:
+                async with self.hash_limiter:
+                    h = await anyio.to_thread.run_sync(file_digests, path, False)
+                digests[rel] = h.xxh3
+                same[rel] = h.xxh3 == src.records[rel].xxh3
+                return
+            obj = src.remote.files[rel]
+            if is_md5_etag(obj.etag):
+                async with self.hash_limiter:
+                    h = await anyio.to_thread.run_sync(file_digests, path, True)
+                digests[rel] = h.xxh3
+                same[rel] = h.md5 == obj.etag
+                return
+            async with self.limiter:
+                head = await s3.head(target.url.bucket, obj.key)
+            expected = (head or {}).get("Metadata", {}).get(META_XXH3)
+            if not expected:
+                same[rel] = False
+                return
+            async with self.hash_limiter:
+                h = await anyio.to_thread.run_sync(file_digests, path, False)
+            digests[rel] = h.xxh3
+            same[rel] = h.xxh3 == expected
+
+        async def guarded(check: Check) -> None:
+            try:
+                await one(check)
+            except Exception as exc:
+                # Could not compare: transfer it (the safe answer), and say why in the log.
+                log.debug("content check of %s failed: %s", check.rel, exc)
+                same[check.rel] = False
+
+        async with anyio.create_task_group() as tg:
+            for check in checks:
+                tg.start_soon(guarded, check)
+        return same, digests
+
+    async def _plan(self, target: Target, direction: str, delete: bool, exclude: Excluder
+                    ) -> tuple[_Sources, Plan, dict[str, str]]:
+        src = await self._gather(target, direction=direction)
+
+        def run(evidence: Mapping[str, bool] | None) -> Plan:
+            if direction == "download":
+                return plan_download(src.prefix, src.remote, src.local, src.records, delete=delete,
+                                     exclude=exclude, evidence=evidence)
+            return plan_upload(src.prefix, src.local, src.remote, src.records, delete=delete,
+                               exclude=exclude, evidence=evidence)
+
+        plan = run(None)
+        digests: dict[str, str] = {}
+        if plan.checks:
+            evidence, digests = await self._evidence(target, src, plan.checks, direction)
+            plan = run(evidence)
+        return src, plan, digests
+
+    @staticmethod
+    def describe(target: Target, src: _Sources, plan: Plan, direction: str) -> TransferPlan:
+        url = target.url
+
+        def remote_name(rel: str) -> str:
+            return url.child(src.prefix + rel)
+
+        def local_name(rel: str) -> str:
+            return str(target.local / rel) if rel else str(target.local)
+
+        if direction == "download":
+            return TransferPlan.from_plans([(plan, remote_name, local_name)])
+        return TransferPlan.from_plans([(plan, local_name, remote_name)])
+
+    # ------------------------------------------------------------------ download
+
+    async def plan_download(self, target: Target, *, delete: bool, exclude: Excluder) -> TransferPlan:
+        src, plan, _ = await self._plan(target, "download", delete, exclude)
+        if src.empty:
+            raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
+        return self.describe(target, src, plan, "download")
+
+    async def download(self, target: Target, *, delete: bool, exclude: Excluder, allow_empty: bool = False) -> None:
+        """Make ``target.local`` an exact mirror of ``target.url``."""
+        async with root_lock(self.private, target.local, self.options.lock_timeout):
+            src, plan, digests = await self._plan(target, "download", delete, exclude)
+            if src.empty:
+                if not allow_empty:
+                    raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
+                if not target.local.exists():
+                    await anyio.to_thread.run_sync(lambda: target.local.mkdir(parents=True, exist_ok=True))
+                return
+            await self._run_download(target, src, plan, digests)
+
+    async def _run_download(self, target: Target, src: _Sources, plan: Plan, digests: dict[str, str]) -> None:
+        s3 = await self.pool.get(target.profile)
+        root = target.local
+        confine = root if not src.single else root.parent
+        staging = await anyio.to_thread.run_sync(_local.Staging.for_root, root, self.private)
+        await anyio.to_thread.run_sync(staging.clean)
+        store = await self.store()
+        failures: list[Failure] = []
+        pending: list[tuple[str, Record]] = []
+        dropped: list[str] = []
+
+        def local_path(rel: str) -> Path:
+            return root / rel if rel else root
+
+        async def flush() -> None:
+            batch, gone = pending[:], dropped[:]
+            pending.clear()
+            dropped.clear()
+            if batch or gone:
+                await anyio.to_thread.run_sync(store.write, root, batch, gone)
+
+        # 1. Clear the way: a file where a folder goes, or the reverse.
+        if src.__dict__.get("root_is_file"):
+            await anyio.to_thread.run_sync(os.unlink, root)
+        for d in plan.clear:
+            if d.rel == "" and src.single:
+                await anyio.to_thread.run_sync(_local.delete_entry, root.parent, root.name, True, True)
+            else:
+                await anyio.to_thread.run_sync(_local.delete_entry, root, d.rel, d.is_dir, True)
+            dropped.append(d.rel)
+        if not src.single:
+            await anyio.to_thread.run_sync(lambda: root.mkdir(parents=True, exist_ok=True))
+
+        # 2. Records for files found identical, or merely touched.
+        for rel in plan.adopt:
+            obj = src.remote.files[rel]
+            lf = src.local.files[rel]
+            xxh = digests.get(rel)
+            if xxh is None:
+                h = await anyio.to_thread.run_sync(file_digests, local_path(rel), False)
+                xxh = h.xxh3
+            pending.append((rel, Record(obj.key, obj.etag, obj.size, lf.size, lf.mtime_ns, lf.inode, xxh,
+                                        obj.last_modified)))
+        for rel in plan.refresh:
+            rec, lf = src.records[rel], src.local.files[rel]
+            pending.append((rel, Record(rec.key, rec.etag, rec.size, lf.size, lf.mtime_ns, lf.inode, rec.xxh3,
+                                        rec.last_modified, rec.checksum)))
+
+        # 3. Copies.
+        total = sum(c.size for c in plan.copies)
+        with self.progress.bar(f"download {target.url}", total) as bar:
+
+            async def one(c: Copy) -> None:
+                try:
+                    if c.is_dir:
+                        await anyio.to_thread.run_sync(
+                            lambda: (local_path(c.rel).mkdir(parents=True, exist_ok=True), None)[1]
+                        )
+                        return
+                    rec = await self._download_file(s3, target, c, local_path(c.rel), confine, staging, bar.update)
+                    pending.append((c.rel, rec))
+                    if len(pending) >= RECORD_BATCH:
+                        await flush()
+                except Exception as exc:
+                    failures.append(Failure(target.url.child(c.key), translate(exc, target.url.child(c.key))))
+
+            async with anyio.create_task_group() as tg:
+                for c in plan.copies:
+                    if c.is_dir or c.size < self.options.ranged_threshold:
+                        await self._start_limited(tg, one, c)
+                    else:
+                        tg.start_soon(one, c)
+
+        # 4. Deletes of what is gone remotely (deepest first, folders only when empty).
+        for d in plan.deletes:
+            try:
+                await anyio.to_thread.run_sync(_local.delete_entry, root, d.rel, d.is_dir, False)
+                dropped.append(d.rel)
+            except Exception as exc:
+                failures.append(Failure(str(local_path(d.rel)), exc))
+        await flush()
+        if failures:
+            raise TransferError("download", failures)
+
+    async def _start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy) -> None:
+        """Start ``fn(c)`` holding a limiter slot; waits for a slot so tasks never pile up."""
+        await self.limiter.acquire()
+
+        async def run() -> None:
+            try:
+                await fn(c)
+            finally:
+                self.limiter.release()
+
+        tg.start_soon(run)
+
+    async def _download_file(
+        self, s3: Any, target: Target, c: Copy, final: Path, confine: Path, staging: _local.Staging,
+        progress: Callable[[int], None],
+    ) -> Record:
+        bucket = target.url.bucket
+        tmp = await anyio.to_thread.run_sync(staging.new_path)
+        try:
+            if c.size >= self.options.ranged_threshold:
+                etag, meta, xxh = await self._ranged_get(s3, bucket, c, tmp, progress)
+                lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
+            else:
+                etag, meta, xxh, lf = await self._streamed_get(s3, bucket, c, tmp, confine, final, progress)
+        except BaseException:
+            _local.Staging.discard(tmp)
+            raise
+        return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
+
+    def _verify(self, url: str, h: Hasher, etag: str, meta: Mapping[str, str], got: int, size: int) -> None:
+        if got != size:
+            raise IntegrityError(f"{url}: expected {size} bytes, received {got}")
+        expected = meta.get(META_XXH3)
+        if expected and expected != h.xxh3:
+            raise IntegrityError(f"{url}: content does not match its pos3 fingerprint; the file was not placed")
+        if not expected and h.md5 is not None and h.md5 != etag:
+            raise IntegrityError(f"{url}: content does not match its MD5 ETag; the file was not placed")
+
+    async def _streamed_get(
+        self, s3: Any, bucket: str, c: Copy, tmp: Path, confine: Path, final: Path,
+        progress: Callable[[int], None],
+    ) -> tuple[str, dict[str, str], str, LocalFile]:
+        """One GET; resumes from the last good byte after a broken body."""
+        url = f"s3://{bucket}/{c.key}"
+        h: Hasher | None = None
+        etag = ""
+        meta: dict[str, str] = {}
+        got = 0
+        chunks: list[bytes] = []
+        fh = None
+        attempts = 0
+        try:
+            while True:
+                try:
+                    async with s3.get(bucket, c.key, start=got, if_match=etag or None) as (body, resp):
+                        if h is None:
+                            etag = str(resp.get("ETag", "")).strip('"')
+                            meta = dict(resp.get("Metadata") or {})
+                            meta["__last_modified"] = str(getattr(resp.get("LastModified"), "isoformat", lambda: "")())
+                            h = Hasher(md5=is_md5_etag(etag) and META_XXH3 not in meta)
+                            size = int(resp.get("ContentLength", c.size))
+                            if size != c.size:
+                                c = Copy(c.rel, c.key, size, c.reason)
+                        while True:
+                            chunk = await body.read(CHUNK)
+                            if not chunk:
+                                break
+                            h.update(chunk)
+                            got += len(chunk)
+                            progress(len(chunk))
+                            if c.size <= SMALL_OBJECT:
+                                chunks.append(chunk)
+                            else:
+                                if fh is None:
+                                    fh = await anyio.to_thread.run_sync(open, tmp, "wb")
+                                await anyio.to_thread.run_sync(fh.write, chunk)
+                    if got < c.size:
+                        raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)
+                    break
+                except _BODY_ERRORS as exc:
+                    attempts += 1
+                    if attempts > self.options.body_retries or h is None:
+                        raise
+                    log.info("%s: body broke at byte %d (%s); resuming", url, got, exc)
+                    await anyio.sleep(min(0.1 * 2**attempts, 2.0))
+            assert h is not None
+            self._verify(url, h, etag, meta, got, c.size)
+            if fh is None:
+                lf = await anyio.to_thread.run_sync(_write_and_place, tmp, final, confine, b"".join(chunks))
+            else:
+                await anyio.to_thread.run_sync(fh.close)
+                fh = None
+                lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
+            return etag, meta, h.xxh3, lf
+        finally:
+            if fh is not None:
+                fh.close()
+
+    async def _ranged_get(
+        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], None]
+    ) -> tuple[str, dict[str, str], str]:
+        """Parallel ranged GETs into one file, then the whole file is checked."""
+        url = f"s3://{bucket}/{c.key}"
+        part = self.options.part_size
+        count = math.ceil(c.size / part)
+        info: dict[str, Any] = {}
+        fd = await anyio.to_thread.run_sync(lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        failures: list[BaseException] = []
+        try:
+            await anyio.to_thread.run_sync(os.ftruncate, fd, c.size)
+
+            async def fetch(index: int) -> None:
+                start = index * part
+                end = min(c.size, start + part) - 1
+                pos = start
+                attempts = 0
+                while pos <= end:
+                    try:
+                        async with self.limiter, s3.get(bucket, c.key, start=pos, end=end,
+                                                        if_match=info.get("etag")) as (body, resp):
+                            if "etag" not in info:
+                                info["etag"] = str(resp.get("ETag", "")).strip('"')
+                                info["meta"] = dict(resp.get("Metadata") or {})
+                            while pos <= end:
+                                chunk = await body.read(min(CHUNK, end + 1 - pos))
+                                if not chunk:
+                                    break
+                                await anyio.to_thread.run_sync(os.pwrite, fd, chunk, pos)
+                                pos += len(chunk)
+                                progress(len(chunk))
+                        if pos <= end:
+                            raise EndpointError(f"{url}: part body ended early at byte {pos}", url=url)
+                    except _BODY_ERRORS:
+                        attempts += 1
+                        if attempts > self.options.body_retries:
+                            raise
+                        await anyio.sleep(min(0.1 * 2**attempts, 2.0))
+
+            async def guarded(index: int) -> None:
+                try:
+                    await fetch(index)
+                except Exception as exc:
+                    failures.append(exc)
+                    tg.cancel_scope.cancel()
+
+            # The first part learns the ETag that guards the others (If-Match).
+            await fetch(0)
+            async with anyio.create_task_group() as tg:
+                for i in range(1, count):
+                    tg.start_soon(guarded, i)
+            if failures:
+                raise failures[0]
+        finally:
+            await anyio.to_thread.run_sync(os.close, fd)
+        etag, meta = info["etag"], info["meta"]
+        need_md5 = is_md5_etag(etag) and META_XXH3 not in meta
+        async with self.hash_limiter:
+            h = await anyio.to_thread.run_sync(file_digests, tmp, need_md5)
+        size = await anyio.to_thread.run_sync(lambda: os.stat(tmp).st_size)
+        self._verify(url, h, etag, meta, size, c.size)
+        return etag, meta, h.xxh3
+
+    # ------------------------------------------------------------------ upload
+
+    async def plan_upload(self, target: Target, *, delete: bool, exclude: Excluder) -> TransferPlan:
+        src, plan, _ = await self._plan(target, "upload", delete, exclude)
+        return self.describe(target, src, plan, "upload")
+
+    async def upload(self, target: Target, *, delete: bool, exclude: Excluder) -> None:
+        """Make ``target.url`` an exact copy of ``target.local`` (a missing local path: no-op)."""
+        exists = await anyio.to_thread.run_sync(target.local.exists)
+        if not exists:
+            log.info("%s does not exist; nothing to upload to %s", target.local, target.url)
+            return
+        async with root_lock(self.private, target.local, self.options.lock_timeout):
+            src, plan, digests = await self._plan(target, "upload", delete, exclude)
+            await self._run_upload(target, src, plan, digests)
+
+    async def _run_upload(self, target: Target, src: _Sources, plan: Plan, digests: dict[str, str]) -> None:
+        s3 = await self.pool.get(target.profile)
+        store = await self.store()
+        root = target.local
+        bucket = target.url.bucket
+        failures: list[Failure] = []
+        pending: list[tuple[str, Record]] = []
+
+        def local_path(rel: str) -> Path:
+            return root / rel if rel else root
+
+        for rel in plan.adopt:
+            obj, lf = src.remote.files[rel], src.local.files[rel]
+            xxh = digests.get(rel)
+            if xxh is None:
+                xxh = (await anyio.to_thread.run_sync(file_digests, local_path(rel), False)).xxh3
+            pending.append((rel, Record(obj.key, obj.etag, obj.size, lf.size, lf.mtime_ns, lf.inode, xxh,
+                                        obj.last_modified)))
+        for rel in plan.refresh:
+            rec, lf = src.records[rel], src.local.files[rel]
+            pending.append((rel, Record(rec.key, rec.etag, rec.size, lf.size, lf.mtime_ns, lf.inode,
+                                        digests.get(rel, rec.xxh3), rec.last_modified, rec.checksum)))
+
+        total = sum(c.size for c in plan.copies)
+        with self.progress.bar(f"upload {target.url}", total) as bar:
+
+            async def one(c: Copy) -> None:
+                url = target.url.child(c.key)
+                try:
+                    if c.is_dir:
+                        await s3.put(bucket, c.key, b"", {})
+                        return
+                    rec = await self._upload_file(s3, bucket, c, local_path(c.rel), bar.update)
+                    if rec is not None:
+                        pending.append((c.rel, rec))
+                except Exception as exc:
+                    failures.append(Failure(url, translate(exc, url)))
+
+            async with anyio.create_task_group() as tg:
+                for c in plan.copies:
+                    if c.is_dir or c.size <= self.options.multipart_threshold:
+                        await self._start_limited(tg, one, c)
+                    else:
+                        tg.start_soon(one, c)
+
+        gone = [d.rel for d in plan.deletes]
+        if plan.deletes:
+            if failures:
+                log.warning("%s: not deleting %d remote objects because uploads failed", target.url, len(gone))
+                gone = []
+            else:
+                keys = [d.key for d in plan.deletes]
+                for i in range(0, len(keys), 1000):
+                    async with self.limiter:
+                        for key, err in await s3.delete_many(bucket, keys[i : i + 1000]):
+                            failures.append(Failure(target.url.child(key), err))
+        await anyio.to_thread.run_sync(store.write, root, pending, gone)
+        if failures:
+            raise TransferError("upload", failures)
+
+    async def _upload_file(
+        self, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], None]
+    ) -> Record | None:
+        """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
+        url = f"s3://{bucket}/{c.key}"
+        if c.size <= self.options.multipart_threshold:
+            data, before, xxh = await anyio.to_thread.run_sync(_read_for_upload, path)
+            if self.rate:
+                await self.rate.acquire(len(data))
+            etag = await s3.put(bucket, c.key, data, {META_XXH3: xxh})
+            progress(len(data))
+            size = len(data)
+        else:
+            before = await anyio.to_thread.run_sync(_local.stat_file, path)
+            async with self.hash_limiter:
+                xxh = (await anyio.to_thread.run_sync(file_digests, path, False)).xxh3
+            size = before.size
+            part = max(self.options.part_size, math.ceil(size / 10000))
+            count = max(1, math.ceil(size / part))
+            upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
+            etags: list[str] = [""] * count
+            try:
+
+                async def send(index: int) -> None:
+                    async with self.limiter:
+                        data = await anyio.to_thread.run_sync(_pread, path, index * part, part)
+                        if self.rate:
+                            await self.rate.acquire(len(data))
+                        etags[index] = await s3.upload_part(bucket, c.key, upload_id, index + 1, data)
+                        progress(len(data))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(count):
+                        tg.start_soon(send, i)
+                etag = await s3.complete_multipart(bucket, c.key, upload_id, etags)
+            except BaseException:
+                await s3.abort_multipart(bucket, c.key, upload_id)
+                raise
+        after = await anyio.to_thread.run_sync(_local.stat_file, path)
+        if (after.size, after.mtime_ns) != (before.size, before.mtime_ns) or after.size != size:
+            log.warning("%s changed while it was uploaded to %s; it will be sent again next sync", path, url)
+            return None
+        return Record(c.key, etag, size, before.size, before.mtime_ns, before.inode, xxh)
+
+    # ------------------------------------------------------------------ listing
+
+    async def ls(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[str]:
+        s3 = await self.pool.get(profile)
+        prefix = url.dir_prefix
+        if not recursive:
+            files, dirs = await s3.list_level(url.bucket, prefix)
+            out = [url.child(f.key) for f in files if f.key != prefix]
+            out += [url.child(d.rstrip("/")) for d in dirs]
+            return sorted(out)
+        listing = await s3.list(url.bucket, prefix)
+        names: set[str] = set()
+        for key in [f.key for f in listing.files] + list(listing.markers):
+            rel = key[len(prefix) :].strip("/")
+            if not rel:
+                continue
+            parts = rel.split("/")
+            for i in range(1, len(parts) + 1):
+                names.add("/".join(parts[:i]))
+        return sorted(url.child(prefix + n) for n in names)
+

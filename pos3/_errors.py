@@ -1,0 +1,196 @@
+"""The pos3 exception tree, and the one place foreign errors are translated.
+
+```
+Pos3Error
+├── InvalidURLError            (also ValueError)    a URL pos3 cannot use
+├── UnsafeKeyError             (also ValueError)    a key that would escape its folder or collide
+├── RegistrationError          (also ValueError)    a download/upload that conflicts with another
+├── ProfileError               (also ValueError)    an unknown, empty or malformed profile
+├── NoMirrorError              (also RuntimeError)  a call outside any mirror(), or a nested one
+├── LockTimeoutError           (also TimeoutError)  another process holds a local folder too long
+├── S3Error                                         a request S3 refused or could not answer
+│   ├── NotFoundError          (also FileNotFoundError)  missing bucket, key or empty prefix
+│   ├── AccessDeniedError      (also PermissionError)    credentials lack the permission
+│   └── EndpointError          (also ConnectionError)    unreachable endpoint, timeout
+├── IntegrityError                                  downloaded bytes do not match the known checksum
+└── TransferError              (also RuntimeError)  one or more objects of a batch failed
+```
+
+Only `translate()` looks inside botocore and aiohttp exceptions; everything else in pos3 sees the
+tree above. Messages name the URL or path and the cause, never a credential.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "AccessDeniedError",
+    "EndpointError",
+    "Failure",
+    "IntegrityError",
+    "InvalidURLError",
+    "LockTimeoutError",
+    "NoMirrorError",
+    "NotFoundError",
+    "Pos3Error",
+    "ProfileError",
+    "RegistrationError",
+    "S3Error",
+    "TransferError",
+    "UnsafeKeyError",
+    "translate",
+]
+
+
+class Pos3Error(Exception):
+    """Base class of every error pos3 raises on purpose."""
+
+
+class InvalidURLError(Pos3Error, ValueError):
+    """A string that looks like a URL but is not a usable ``s3://bucket/key`` URL."""
+
+
+class UnsafeKeyError(Pos3Error, ValueError):
+    """An object key that cannot become a local path safely (escape, NUL, collision)."""
+
+
+class RegistrationError(Pos3Error, ValueError):
+    """A download or upload that conflicts with one already registered in this mirror."""
+
+
+class ProfileError(Pos3Error, ValueError):
+    """An unknown, empty or malformed profile, or a malformed profile registry file."""
+
+
+class NoMirrorError(Pos3Error, RuntimeError):
+    """A module-level call outside ``pos3.mirror()``, a nested mirror, or a forked child."""
+
+
+class LockTimeoutError(Pos3Error, TimeoutError):
+    """Another process (or mirror) kept a local folder locked longer than the wait allows."""
+
+
+class S3Error(Pos3Error):
+    """A request that S3 refused or could not answer.
+
+    Attributes:
+        url: The ``s3://`` URL the request was about.
+        code: The S3 error code (``NoSuchBucket``, ``AccessDenied``...) or ``None``.
+    """
+
+    def __init__(self, message: str, *, url: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.code = code
+
+
+class NotFoundError(S3Error, FileNotFoundError):
+    """The bucket, the key or every object under a prefix does not exist."""
+
+
+class AccessDeniedError(S3Error, PermissionError):
+    """The credentials in use may not perform this request."""
+
+
+class EndpointError(S3Error, ConnectionError):
+    """The endpoint could not be reached or did not answer in time."""
+
+
+class IntegrityError(Pos3Error):
+    """Downloaded or uploaded bytes do not match the checksum known for the object."""
+
+
+class Failure(NamedTuple):
+    """One object that failed in a batch: what it was, and why."""
+
+    target: str
+    error: BaseException
+
+
+class TransferError(Pos3Error, RuntimeError):
+    """One or more objects of a download, upload or delete batch failed.
+
+    Every other object of the batch was still transferred. The message names the failed
+    objects (the first few and a count when there are many).
+
+    Attributes:
+        operation: ``"download"``, ``"upload"`` or ``"delete"``.
+        failures: Every failed object with its error, as ``(target, error)`` pairs.
+    """
+
+    _SHOWN = 5
+
+    def __init__(self, operation: str, failures: Sequence[Failure]) -> None:
+        self.operation = operation
+        self.failures: list[Failure] = list(failures)
+        shown = "; ".join(f"{f.target}: {f.error}" for f in self.failures[: self._SHOWN])
+        more = len(self.failures) - self._SHOWN
+        tail = f"; and {more} more" if more > 0 else ""
+        count = len(self.failures)
+        noun = "object" if count == 1 else "objects"
+        super().__init__(f"{operation} failed for {count} {noun}: {shown}{tail}")
+
+    def __reduce__(self) -> tuple[type[TransferError], tuple[str, list[Failure]]]:
+        return (type(self), (self.operation, self.failures))
+
+
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+           "AllAccessDisabled", "ExpiredToken", "InvalidToken"}
+
+
+def translate(exc: BaseException, url: str) -> BaseException:
+    """Turn a foreign exception about ``url`` into one of pos3's, keeping the cause.
+
+    Exceptions that are already pos3's, cancellations and local ``OSError``s pass unchanged.
+    """
+    if isinstance(exc, Pos3Error):
+        return exc
+    # Imported lazily: this module stays free of aiobotocore at import time.
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        message = err.get("Message") or ""
+        if code == "NoSuchBucket":
+            return NotFoundError(f"{url}: bucket does not exist ({code})", url=url, code=code)
+        if code in _NOT_FOUND:
+            return NotFoundError(f"{url}: no such object ({code})", url=url, code=code)
+        if code in _DENIED:
+            return AccessDeniedError(
+                f"{url}: access denied ({code}); check the credentials or the profile", url=url, code=code
+            )
+        detail = f"{code}: {message}" if message else code
+        return S3Error(f"{url}: request failed ({detail})", url=url, code=code)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return EndpointError(f"{url}: cannot reach the endpoint ({exc})", url=url)
+    if isinstance(exc, ReadTimeoutError):
+        return EndpointError(f"{url}: the endpoint did not answer in time ({exc})", url=url)
+    if isinstance(exc, NoCredentialsError):
+        return AccessDeniedError(
+            f"{url}: no AWS credentials found; configure them or use a public profile", url=url
+        )
+    if isinstance(exc, BotoCoreError):
+        return S3Error(f"{url}: {exc}", url=url)
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
+        return exc
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return EndpointError(f"{url}: the connection broke while reading the body ({exc})", url=url)
+    if isinstance(exc, aiohttp.ClientError):
+        return EndpointError(f"{url}: connection error ({exc})", url=url)
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNRESET:
+        return EndpointError(f"{url}: connection reset by the server", url=url)
+    return exc

@@ -1,0 +1,334 @@
+"""`mirror()` for blocking code: the async core on one dedicated event-loop thread.
+
+Nothing here decides anything: each module function forwards one call to the `AsyncMirror`
+running on the mirror's loop thread and waits for it. The active mirror is process-global
+(threads do not inherit context variables), guarded by a lock, and owned by the process that
+opened it: in a forked child, calls raise `NoMirrorError` instead of waiting forever on a loop
+thread that does not exist there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._errors import NoMirrorError
+from ._mirror import AsyncMirror, ProfileArg
+from ._plan import TransferPlan
+
+__all__ = [
+    "download",
+    "ls",
+    "mirror",
+    "plan_download",
+    "plan_upload",
+    "request_upload",
+    "sync",
+    "upload",
+    "with_mirror",
+]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_lock = threading.Lock()
+_active: SyncMirror | None = None
+_forked_from: int | None = None
+_CANCEL_WAIT = 30.0
+
+
+def _after_fork_in_child() -> None:
+    global _active, _forked_from, _lock
+    _lock = threading.Lock()
+    if _active is not None:
+        _forked_from = _active.pid
+        _active = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _backend_options() -> dict[str, Any]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+class SyncMirror(AbstractContextManager["SyncMirror"]):
+    """The context manager returned by `mirror()`; forwards calls to an `AsyncMirror`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        self._core: AsyncMirror | None = None
+        self._core_cm: AbstractContextManager[AsyncMirror] | None = None
+        self.pid = os.getpid()
+
+    @property
+    def cache_root(self) -> Path:
+        """The resolved cache root of this mirror."""
+        assert self._core is not None
+        return self._core.cache_root
+
+    def __enter__(self) -> SyncMirror:
+        global _active
+        core = AsyncMirror(**self._kwargs)  # validates arguments before anything starts
+        with _lock:
+            if _active is not None:
+                raise NoMirrorError("pos3.mirror() is already active in this process; nested mirrors are not allowed")
+            _active = self
+        try:
+            self._portal_cm = start_blocking_portal(backend="asyncio", backend_options=_backend_options())
+            self._portal = self._portal_cm.__enter__()
+            self._core = core
+            self._core_cm = self._portal.wrap_async_context_manager(core)
+            self._core_cm.__enter__()
+        except BaseException as exc:
+            self._shutdown(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._shutdown(exc_type, exc, tb)
+
+    def _shutdown(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        global _active
+        try:
+            if self._core_cm is not None:
+                core_cm, self._core_cm = self._core_cm, None
+                core_cm.__exit__(exc_type, exc, tb)
+        except BaseException as err:
+            if self._portal_cm is not None:
+                portal_cm, self._portal_cm = self._portal_cm, None
+                portal_cm.__exit__(type(err), err, err.__traceback__)
+            raise
+        finally:
+            try:
+                if self._portal_cm is not None:
+                    portal_cm, self._portal_cm = self._portal_cm, None
+                    portal_cm.__exit__(exc_type, exc, tb)
+            finally:
+                with _lock:
+                    if _active is self:
+                        _active = None
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(core, *args, **kwargs)`` on the mirror's loop and wait for its result.
+
+        On an interrupt (Ctrl-C) the call is cancelled and its cleanup (partial files) is
+        awaited, for a bounded time, before the interrupt propagates.
+        """
+        if os.getpid() != self.pid:
+            raise NoMirrorError("this pos3 mirror belongs to the parent process; open a new pos3.mirror() here")
+        portal, core = self._portal, self._core
+        if portal is None or core is None:
+            raise NoMirrorError("this pos3 mirror is closed")
+        finished = threading.Event()
+
+        async def run() -> T:
+            try:
+                return await fn(core, *args, **kwargs)
+            finally:
+                finished.set()
+
+        future = portal.start_task_soon(run)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise
+        except BaseException:
+            if not future.done():
+                future.cancel()
+                if future.running() or not future.cancelled():
+                    finished.wait(_CANCEL_WAIT)
+                else:
+                    finished.wait(min(_CANCEL_WAIT, 1.0))
+            raise
+
+
+def mirror(
+    cache_root: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    max_workers: int = 10,
+    default_profile: ProfileArg = None,
+    max_upload_bytes_per_second: float | None = None,
+    **options: Any,
+) -> SyncMirror:
+    """Mirror S3 onto local disk for blocking code: ``with pos3.mirror():``.
+
+    Inside the block, `download`, `upload`, `sync`, `ls`, `plan_download` and `plan_upload`
+    work and return plain local paths. Leaving the block uploads every registered upload;
+    when the block raises, only uploads with ``sync_on_error=True``; on Ctrl-C, none.
+
+    Args:
+        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
+        show_progress: Progress bars (bytes, rate, ETA) on stderr.
+        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
+        default_profile: Profile used when a call names none.
+        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
+        **options: ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
+            ``max_attempts``.
+
+    Returns:
+        A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
+
+    Raises:
+        NoMirrorError: A mirror is already active in this process (a `RuntimeError`).
+        TransferError: The upload on exit failed.
+    """
+    return SyncMirror(cache_root=cache_root, show_progress=show_progress, max_workers=max_workers,
+                      default_profile=default_profile, max_upload_bytes_per_second=max_upload_bytes_per_second,
+                      **options)
+
+
+@overload
+def with_mirror(func: Callable[P, T], /) -> Callable[P, T]: ...
+@overload
+def with_mirror(
+    cache_root: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    max_workers: int = 10,
+    default_profile: ProfileArg = None,
+    max_upload_bytes_per_second: float | None = None,
+    **options: Any,
+) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
+
+
+def with_mirror(*args: Any, **kwargs: Any) -> Any:
+    """Decorator form of `mirror()`: the function runs inside a fresh mirror at each call.
+
+    Use ``@pos3.with_mirror`` or ``@pos3.with_mirror(cache_root=..., ...)``; the arguments
+    are those of `mirror()`.
+    """
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return with_mirror()(args[0])
+
+    def decorate(func: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(func)
+        def wrapper(*a: P.args, **kw: P.kwargs) -> T:
+            with mirror(*args, **kwargs):
+                return func(*a, **kw)
+
+        return wrapper
+
+    return decorate
+
+
+def _current() -> SyncMirror:
+    with _lock:
+        active = _active
+    if active is None:
+        if _forked_from is not None and os.getpid() != _forked_from:
+            raise NoMirrorError(
+                f"pos3.mirror() was opened in the parent process (pid {_forked_from}); paths it returned stay "
+                "valid here, but to transfer from this process open a new pos3.mirror() in it"
+            )
+        raise NoMirrorError("No active pos3 mirror: call this inside 'with pos3.mirror():' (or use pos3.amirror())")
+    return active
+
+
+Exclude = str | Sequence[str] | None
+
+
+def download(
+    remote: str | os.PathLike[str],
+    local: str | os.PathLike[str] | None = None,
+    delete: bool = True,
+    exclude: Exclude = None,
+    profile: ProfileArg = None,
+) -> Path:
+    """Mirror an S3 prefix or object onto local disk now; return the local path.
+
+    See `AsyncMirror.download` for arguments and errors. Needs an active `mirror()`.
+    """
+    return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile)
+
+
+def upload(
+    remote: str | os.PathLike[str],
+    local: str | os.PathLike[str] | None = None,
+    interval: float | None = 300,
+    delete: bool = True,
+    sync_on_error: bool = False,
+    exclude: Exclude = None,
+    profile: ProfileArg = None,
+) -> Path:
+    """Register a local path uploaded on exit and every ``interval`` seconds; return it.
+
+    See `AsyncMirror.upload` for arguments and errors. Needs an active `mirror()`.
+    """
+    return _current().call(AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile)
+
+
+def sync(
+    remote: str | os.PathLike[str],
+    local: str | os.PathLike[str] | None = None,
+    interval: float | None = 300,
+    delete_local: bool = True,
+    delete_remote: bool = True,
+    sync_on_error: bool = False,
+    exclude: Exclude = None,
+    profile: ProfileArg = None,
+) -> Path:
+    """Download now, then register the same path for upload; return it.
+
+    See `AsyncMirror.sync` for arguments and errors. Needs an active `mirror()`.
+    """
+    return _current().call(
+        AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile
+    )
+
+
+def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None) -> list[str]:
+    """List an S3 prefix (``s3://`` URLs) or a local folder (paths), sorted.
+
+    See `AsyncMirror.ls`. Needs an active `mirror()`.
+    """
+    return _current().call(AsyncMirror.ls, prefix, recursive, profile)
+
+
+def plan_download(
+    remote: str,
+    local: str | os.PathLike[str] | None = None,
+    delete: bool = True,
+    exclude: Exclude = None,
+    profile: ProfileArg = None,
+) -> TransferPlan:
+    """What `download` would do, with no side effects. Needs an active `mirror()`."""
+    return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile)
+
+
+def plan_upload(
+    remote: str,
+    local: str | os.PathLike[str] | None = None,
+    delete: bool = True,
+    exclude: Exclude = None,
+    profile: ProfileArg = None,
+) -> TransferPlan:
+    """What one upload would do, with no side effects. Needs an active `mirror()`."""
+    return _current().call(AsyncMirror.plan_upload, remote, local, delete, exclude, profile)
+
+
+def request_upload() -> None:
+    """Start a background upload of every registration within a second; return at once."""
+
+    async def _request(core: AsyncMirror) -> None:
+        core.request_upload()
+
+    _current().call(_request)

@@ -1,0 +1,83 @@
+"""Object keys to safe relative paths, and back. Pure.
+
+A key becomes a path only through `relative_path()`: a key that would leave its folder
+(``..``, an absolute path, a backslash, a NUL) is refused, and keys that land on the same
+path (``a//b`` and ``a/b``) are reported by `find_collisions()` instead of being merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._errors import UnsafeKeyError
+
+__all__ = ["find_collisions", "join_key", "relative_path"]
+
+_MAX_NAME_BYTES = 255
+
+
+def relative_path(key: str, prefix: str) -> str:
+    """The safe relative POSIX path of ``key`` below ``prefix``.
+
+    Empty segments (``a//b``) collapse; a trailing ``/`` (a directory marker) is dropped.
+
+    Args:
+        key: The full object key.
+        prefix: The listing prefix ``key`` starts with (``""`` or ending with ``/``).
+
+    Returns:
+        The relative path, ``""`` for the marker of the prefix itself.
+
+    Raises:
+        UnsafeKeyError: The key would write outside its folder or cannot be a file name.
+    """
+    if not key.startswith(prefix):
+        raise UnsafeKeyError(f"key {key!r} is not below prefix {prefix!r}")
+    rest = key[len(prefix) :]
+    if "\x00" in rest:
+        raise UnsafeKeyError(f"key {key!r}: contains a NUL character")
+    if "\\" in rest:
+        raise UnsafeKeyError(f"key {key!r}: contains a backslash, which could escape the folder")
+    if rest.startswith("/") and not prefix:
+        raise UnsafeKeyError(f"key {key!r}: an absolute path")
+    parts = [p for p in rest.split("/") if p]
+    for part in parts:
+        if part in (".", ".."):
+            raise UnsafeKeyError(f"key {key!r}: a {part!r} segment would leave the download folder")
+        if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+            raise UnsafeKeyError(f"key {key!r}: a segment is longer than {_MAX_NAME_BYTES} bytes")
+    return "/".join(parts)
+
+
+def join_key(prefix: str, rel: str) -> str:
+    """The object key of relative path ``rel`` below ``prefix`` (``""`` or ending with ``/``)."""
+    return prefix + rel
+
+
+def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """Messages for keys that map to one local path, or to a file and a folder at once.
+
+    Args:
+        pairs: ``(key, relative_path)`` of every file key (not directory markers).
+
+    Returns:
+        One message per collision; empty when every key has a path of its own.
+    """
+    seen: dict[str, str] = {}
+    problems: list[str] = []
+    for key, rel in pairs:
+        other = seen.get(rel)
+        if other is not None:
+            problems.append(f"keys {other!r} and {key!r} both map to local path {rel!r}")
+        else:
+            seen[rel] = key
+    for rel, key in seen.items():
+        parent = rel.rpartition("/")[0]
+        while parent:
+            if parent in seen:
+                problems.append(
+                    f"key {seen[parent]!r} is a file but key {key!r} needs {parent!r} to be a folder"
+                )
+                break
+            parent = parent.rpartition("/")[0]
+    return problems

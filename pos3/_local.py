@@ -1,0 +1,174 @@
+"""Local disk: scanning, atomic placement through a staging folder, deletes confined to a root.
+
+Every function here blocks; the engine calls them from worker threads. No function writes or
+deletes outside the root it is given: relative paths come from `_keys.relative_path` and every
+parent folder is checked to resolve inside the root (a symlinked folder is not followed).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._plan import LocalFile, LocalTree
+
+__all__ = ["STAGING_DIRNAME", "Staging", "delete_entry", "ensure_parent", "scan", "stat_file"]
+
+# Staging folder name used beside a root when the cache is on another file system.
+STAGING_DIRNAME = ".pos3-staging"
+
+
+def stat_file(path: Path) -> LocalFile:
+    st = os.stat(path)
+    return LocalFile(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def scan(root: Path) -> LocalTree:
+    """Every regular file and folder below ``root`` (symlinks are skipped).
+
+    A ``root`` that is a file gives one file with relative path ``""``; a missing root gives
+    an empty tree.
+    """
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return LocalTree()
+    if stat.S_ISREG(st.st_mode):
+        return LocalTree({"": LocalFile(st.st_size, st.st_mtime_ns, st.st_ino)})
+    if not stat.S_ISDIR(st.st_mode):
+        return LocalTree()
+    files: dict[str, LocalFile] = {}
+    dirs: set[str] = set()
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            it = os.scandir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for entry in it:
+                if entry.name == STAGING_DIRNAME:
+                    continue
+                child = f"{rel}{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.add(child)
+                    stack.append((entry.path, child + "/"))
+                elif entry.is_file(follow_symlinks=False):
+                    est = entry.stat(follow_symlinks=False)
+                    files[child] = LocalFile(est.st_size, est.st_mtime_ns, est.st_ino)
+    return LocalTree(files, frozenset(dirs))
+
+
+def _inside(root_real: str, path: str) -> bool:
+    return path == root_real or path.startswith(root_real.rstrip("/") + "/")
+
+
+def ensure_parent(root: Path, target: Path) -> None:
+    """Create the parent folders of ``target`` below ``root``, refusing to leave ``root``.
+
+    Raises:
+        PermissionError: A parent resolves outside the root (a symlinked folder).
+        NotADirectoryError / FileExistsError: A file stands where a folder is needed.
+    """
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    root_real = os.path.realpath(root)
+    if not _inside(root_real, os.path.realpath(parent)):
+        raise PermissionError(errno.EACCES, f"{parent} resolves outside {root}; refusing to write", str(target))
+
+
+def delete_entry(root: Path, rel: str, is_dir: bool, recursive: bool = False) -> None:
+    """Delete ``root/rel``: a file, an empty folder, or (``recursive``) a whole folder.
+
+    Missing entries are fine. Nothing outside ``root`` is touched.
+    """
+    if not rel:
+        raise PermissionError(errno.EACCES, "refusing to delete the root itself", str(root))
+    target = root / rel
+    root_real = os.path.realpath(root)
+    if not _inside(root_real, os.path.realpath(target.parent)):
+        raise PermissionError(errno.EACCES, f"{target} resolves outside {root}; refusing to delete", str(target))
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if recursive:
+            shutil.rmtree(target)
+        else:
+            try:
+                os.rmdir(target)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+    else:
+        os.unlink(target)
+
+
+@dataclass(frozen=True)
+class Staging:
+    """Where partial files of one root are written before they are renamed into place.
+
+    The folder lives outside the mirrored tree (under the cache's private folder) when it is
+    on the same file system as the root, so third-party code never sees a temporary name; else
+    it is a hidden ``.pos3-staging`` folder beside the root's files, skipped by every scan.
+    Leftovers of a killed process are removed by `clean` when the root is next locked.
+    """
+
+    folder: Path
+
+    @classmethod
+    def for_root(cls, root: Path, private: Path) -> Staging:
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+        anchor = root if root.is_dir() else root.parent
+        candidate = private / "staging" / key
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            anchor.mkdir(parents=True, exist_ok=True)
+            same_fs = os.stat(candidate).st_dev == os.stat(anchor).st_dev
+        except OSError:
+            same_fs = False
+        if same_fs:
+            return cls(candidate)
+        return cls(anchor / STAGING_DIRNAME)
+
+    def new_path(self) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / f"{uuid.uuid4().hex}.part"
+
+    def clean(self) -> int:
+        """Remove every leftover partial file; returns how many there were."""
+        removed = 0
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        if self.folder.name == STAGING_DIRNAME:
+            try:
+                os.rmdir(self.folder)
+            except OSError:
+                pass
+        return removed
+
+    @staticmethod
+    def discard(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

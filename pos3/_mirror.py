@@ -1,0 +1,545 @@
+"""`AsyncMirror` / `amirror()`: registrations, background uploads and the rules of exit."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+
+from ._engine import Engine, EngineOptions, Target
+from ._errors import Failure, InvalidURLError, Pos3Error, RegistrationError, TransferError
+from ._exclude import Excluder
+from ._plan import TransferPlan
+from ._profiles import DEFAULT_LOCAL_NAME, Profile, resolve_profile
+from ._progress import Progress
+from ._s3 import ClientOptions
+from ._urls import S3URL, is_url_like, overlaps, parse_s3_url
+
+__all__ = ["AsyncMirror", "amirror", "default_cache_root"]
+
+log = logging.getLogger("pos3")
+
+ProfileArg = str | Profile | None
+Exclude = str | Sequence[str] | None
+
+
+def default_cache_root() -> Path:
+    """``$POS3_CACHE_ROOT``, else ``~/.cache/pos3``."""
+    return Path(os.environ.get("POS3_CACHE_ROOT") or "~/.cache/pos3").expanduser()
+
+
+@dataclass
+class _Download:
+    params: tuple[object, ...]
+    local: Path
+    done: anyio.Event = field(default_factory=anyio.Event)
+    error: BaseException | None = None
+
+
+@dataclass
+class _Upload:
+    params: tuple[object, ...]
+    target: Target
+    interval: float | None
+    delete: bool
+    sync_on_error: bool
+    exclude: Excluder
+    last_sync: float = field(default_factory=time.monotonic)
+
+
+def _check_interval(interval: float | None) -> float | None:
+    if interval is None:
+        return None
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not math.isfinite(interval) \
+            or interval <= 0:
+        raise ValueError(f"interval must be a positive number of seconds or None, not {interval!r}")
+    return float(interval)
+
+
+class AsyncMirror:
+    """Mirror S3 prefixes onto local disk from asyncio code.
+
+    Use it as ``async with pos3.amirror() as m:``; every method is awaitable and runs on the
+    caller's event loop. Leaving the block uploads every registered upload (only those with
+    ``sync_on_error=True`` when the block raised; none on cancellation or Ctrl-C).
+    """
+
+    def __init__(
+        self,
+        cache_root: str | os.PathLike[str] | None = None,
+        show_progress: bool = True,
+        max_workers: int = 10,
+        default_profile: ProfileArg = None,
+        max_upload_bytes_per_second: float | None = None,
+        *,
+        lock_timeout: float = 600.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry_mode: str = "standard",
+        max_attempts: int = 5,
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a positive integer, not {max_workers!r}")
+        if max_upload_bytes_per_second is not None and not max_upload_bytes_per_second > 0:
+            raise ValueError(
+                f"max_upload_bytes_per_second must be positive or None, not {max_upload_bytes_per_second!r}"
+            )
+        if retry_mode not in ("standard", "adaptive", "legacy"):
+            raise ValueError(f"retry_mode must be 'standard' or 'adaptive', not {retry_mode!r}")
+        root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
+        self.cache_root = root.resolve()
+        self.default_profile = resolve_profile(default_profile)
+        self._options = EngineOptions(
+            max_workers=max_workers,
+            max_upload_bytes_per_second=max_upload_bytes_per_second,
+            lock_timeout=lock_timeout,
+            clients=ClientOptions(
+                max_pool_connections=max(max_workers * 2, 10),
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retry_mode=retry_mode,
+                max_attempts=max_attempts,
+            ),
+        )
+        self._progress = Progress(show_progress)
+        self._engine: Engine | None = None
+        self._stack: AsyncExitStack | None = None
+        self._downloads: dict[tuple[str, str, Profile | None], _Download] = {}
+        self._uploads: dict[tuple[str, str, Profile | None], _Upload] = {}
+        self._upload_lock = anyio.Lock()
+        self._wake = anyio.Event()
+        self._requested = False
+        self._background_started = False
+        self._background_scope: anyio.CancelScope | None = None
+        self._closing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> AsyncMirror:
+        if self._stack is not None:
+            raise RuntimeError("this AsyncMirror is already open")
+        stack = AsyncExitStack()
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        self._engine = Engine(self.cache_root, self._options, self._progress)
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        self._closing = True
+        try:
+            if self._background_scope is not None:
+                self._background_scope.cancel()
+            clean = exc_type is None or (issubclass(exc_type, SystemExit) and exc is not None
+                                         and exc.code in (None, 0))
+            if clean:
+                todo = list(self._uploads.values())
+            elif issubclass(exc_type, Exception):  # type: ignore[arg-type]
+                todo = [u for u in self._uploads.values() if u.sync_on_error]
+            else:  # KeyboardInterrupt, cancellation: never upload, never delete remotely.
+                todo = []
+            if todo:
+                try:
+                    await self._sync_uploads(todo)
+                except Exception as sync_exc:
+                    if clean:
+                        raise
+                    log.error("pos3: upload on error exit failed: %s", sync_exc)
+        finally:
+            self._tg.cancel_scope.cancel()
+            try:
+                if self._engine is not None:
+                    await self._engine.aclose()
+                    self._engine = None
+            finally:
+                await stack.__aexit__(None, None, None)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("use the mirror inside 'async with pos3.amirror() as m:'")
+        return self._engine
+
+    # ------------------------------------------------------------------ resolution
+
+    def _target(self, remote: str, local: str | os.PathLike[str] | None, profile: ProfileArg) -> Target:
+        url = parse_s3_url(remote)
+        resolved = resolve_profile(url.profile) if url.profile is not None else resolve_profile(profile)
+        if resolved is None:
+            resolved = self.default_profile
+        if url.profile is not None:
+            url = S3URL(url.bucket, url.key, None, url.trailing_slash)
+        if local is None:
+            name = resolved.local_name if resolved is not None else DEFAULT_LOCAL_NAME
+            path = self.cache_root / name / url.bucket
+            if url.stem:
+                path = path.joinpath(*url.stem.split("/"))
+            return Target(url, resolved, path, explicit_local=False)
+        return Target(url, resolved, Path(local).expanduser().resolve(), explicit_local=True)
+
+    @staticmethod
+    def _is_local(remote: str | os.PathLike[str]) -> bool:
+        if isinstance(remote, os.PathLike):
+            return True
+        if not isinstance(remote, str):
+            raise TypeError(f"remote must be a str or a path, not {type(remote).__name__}")
+        if not remote:
+            raise InvalidURLError("remote is empty; expected s3://bucket/key or a local path")
+        if is_url_like(remote):
+            parse_s3_url(remote)  # raises for http://, s3:/x...
+            return False
+        return True
+
+    @staticmethod
+    def _key(target: Target) -> tuple[str, str, Profile | None]:
+        return (target.url.bucket, target.url.stem, target.profile)
+
+    def _conflicts(self, target: Target, table: dict[tuple[str, str, Profile | None], object], what: str,
+                   skip_same: bool = False) -> None:
+        bucket, stem, profile = self._key(target)
+        for (b, s, p) in table:
+            if b == bucket and p == profile and overlaps(s, stem) and not (skip_same and s == stem):
+                raise RegistrationError(f"s3://{bucket}/{stem}: overlaps the {what} of s3://{b}/{s}")
+
+    # ------------------------------------------------------------------ public API
+
+    async def download(
+        self,
+        remote: str | os.PathLike[str],
+        local: str | os.PathLike[str] | None = None,
+        delete: bool = True,
+        exclude: Exclude = None,
+        profile: ProfileArg = None,
+    ) -> Path:
+        """Mirror an S3 prefix or object onto local disk now; return the local path.
+
+        Only what changed is transferred. Repeating the same call returns the same path at once.
+
+        Args:
+            remote: ``s3://[profile@]bucket/key`` URL, or a local path (returned unchanged).
+            local: Local destination; defaults to ``<cache_root>/<profile>/bucket/key``.
+            delete: Delete local files that are absent in S3 (mirror semantics).
+            exclude: Glob patterns (``*``, ``**``, ``?``, ``[...]``) skipped on both sides.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Returns:
+            The local folder (or file, when ``remote`` names one object).
+
+        Raises:
+            InvalidURLError: ``remote`` is a malformed URL.
+            NotFoundError: The bucket does not exist or the prefix holds no object.
+            AccessDeniedError: The credentials may not read it.
+            RegistrationError: It overlaps an upload, or repeats a download with other arguments.
+            UnsafeKeyError: A key would be written outside the folder, or two keys collide.
+            TransferError: Some objects failed; the others were placed.
+        """
+        return await self._download(remote, local, delete, exclude, profile, allow_empty=False)
+
+    async def _download(
+        self, remote: str | os.PathLike[str], local: str | os.PathLike[str] | None, delete: bool,
+        exclude: Exclude, profile: ProfileArg, *, allow_empty: bool,
+    ) -> Path:
+        if self._is_local(remote):
+            return Path(remote).expanduser().resolve()
+        assert isinstance(remote, str)
+        engine = self.engine
+        target = self._target(remote, local, profile)
+        excluder = Excluder.of(exclude)
+        params = (target.local, bool(delete), excluder.patterns, allow_empty)
+        key = self._key(target)
+        existing = self._downloads.get(key)
+        if existing is not None:
+            if existing.params != params:
+                raise RegistrationError(f"{target.url}: already downloaded in this mirror with other arguments")
+            await existing.done.wait()
+            if existing.error is not None:
+                raise existing.error
+            return existing.local
+        self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
+        reg = self._downloads[key] = _Download(params, target.local)
+        try:
+            await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty)
+        except BaseException as exc:
+            reg.error = exc
+            del self._downloads[key]
+            raise
+        finally:
+            reg.done.set()
+        return target.local
+
+    async def upload(
+        self,
+        remote: str | os.PathLike[str],
+        local: str | os.PathLike[str] | None = None,
+        interval: float | None = 300,
+        delete: bool = True,
+        sync_on_error: bool = False,
+        exclude: Exclude = None,
+        profile: ProfileArg = None,
+    ) -> Path:
+        """Register a local folder (or file) that is uploaded on exit and every ``interval`` seconds.
+
+        Args:
+            remote: Destination ``s3://`` URL, or a local path (created and returned).
+            local: Local source; defaults to the cache path of ``remote``.
+            interval: Seconds between background uploads; ``None`` uploads only on exit.
+            delete: Delete objects that are absent locally.
+            sync_on_error: Upload on exit even when the block raised.
+            exclude: Glob patterns skipped on both sides.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Returns:
+            The local path to write to (a folder is created; a name with a suffix such as
+            ``model.pt`` is treated as a file and only its parent is created).
+
+        Raises:
+            RegistrationError: It overlaps a download or another upload, or repeats one with
+                other arguments.
+        """
+        if self._is_local(remote):
+            path = Path(remote).expanduser().resolve()
+            await anyio.to_thread.run_sync(lambda: path.mkdir(parents=True, exist_ok=True))
+            return path
+        assert isinstance(remote, str)
+        self.engine  # noqa: B018 - raises outside the context
+        iv = _check_interval(interval)
+        target = self._target(remote, local, profile)
+        excluder = Excluder.of(exclude)
+        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns)
+        key = self._key(target)
+        existing = self._uploads.get(key)
+        if existing is not None:
+            if existing.params != params:
+                raise RegistrationError(f"{target.url}: already registered for upload with other arguments")
+            return existing.target.local
+        self._conflicts(target, self._downloads, "download")  # type: ignore[arg-type]
+        self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
+        await anyio.to_thread.run_sync(self._prepare_upload_path, target)
+        self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder)
+        if iv is not None:
+            self._ensure_background()
+        return target.local
+
+    @staticmethod
+    def _prepare_upload_path(target: Target) -> None:
+        path = target.local
+        if path.exists():
+            return
+        looks_like_file = "." in path.name.strip(".") and not target.url.trailing_slash
+        (path.parent if looks_like_file else path).mkdir(parents=True, exist_ok=True)
+
+    async def sync(
+        self,
+        remote: str | os.PathLike[str],
+        local: str | os.PathLike[str] | None = None,
+        interval: float | None = 300,
+        delete_local: bool = True,
+        delete_remote: bool = True,
+        sync_on_error: bool = False,
+        exclude: Exclude = None,
+        profile: ProfileArg = None,
+    ) -> Path:
+        """Download now, then register the same path for upload (resume-and-save jobs).
+
+        An empty prefix is fine here (a job's first run): the local folder is created.
+
+        Args:
+            remote: ``s3://`` URL, or a local path (returned unchanged).
+            local: Local path; defaults to the cache path of ``remote``.
+            interval: Seconds between background uploads; ``None`` uploads only on exit.
+            delete_local: Delete local files absent in S3 during the download.
+            delete_remote: Delete objects absent locally during uploads.
+            sync_on_error: Upload on exit even when the block raised.
+            exclude: Glob patterns skipped on both sides.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Returns:
+            The local path.
+        """
+        if self._is_local(remote):
+            return Path(remote).expanduser().resolve()
+        assert isinstance(remote, str)
+        target = self._target(remote, local, profile)
+        key = self._key(target)
+        existing = self._uploads.get(key)
+        if existing is not None and existing.params == (
+            target.local, _check_interval(interval), bool(delete_remote), bool(sync_on_error),
+            Excluder.of(exclude).patterns,
+        ):
+            return existing.target.local
+        path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True)
+        self._downloads.pop(key, None)
+        return await self.upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile)
+
+    async def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
+                 ) -> list[str]:
+        """List an S3 prefix (full ``s3://`` URLs) or a local folder (paths), sorted.
+
+        Args:
+            prefix: ``s3://`` URL or local path.
+            recursive: Include everything below, not only the first level.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Returns:
+            Files and folders, folders without a trailing slash.
+        """
+        if self._is_local(prefix):
+            return await anyio.to_thread.run_sync(_ls_local, Path(prefix).expanduser(), recursive)
+        assert isinstance(prefix, str)
+        target = self._target(prefix, None, profile)
+        return await self.engine.ls(target.url, target.profile, recursive)
+
+    async def plan_download(
+        self,
+        remote: str,
+        local: str | os.PathLike[str] | None = None,
+        delete: bool = True,
+        exclude: Exclude = None,
+        profile: ProfileArg = None,
+    ) -> TransferPlan:
+        """What `download` would do, with no side effects (nothing is written or registered).
+
+        Returns:
+            A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+        """
+        if self._is_local(remote):
+            return TransferPlan()
+        target = self._target(str(remote), local, profile)
+        return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude))
+
+    async def plan_upload(
+        self,
+        remote: str,
+        local: str | os.PathLike[str] | None = None,
+        delete: bool = True,
+        exclude: Exclude = None,
+        profile: ProfileArg = None,
+    ) -> TransferPlan:
+        """What one upload would do, with no side effects.
+
+        Returns:
+            A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+        """
+        if self._is_local(remote):
+            return TransferPlan()
+        target = self._target(str(remote), local, profile)
+        return await self.engine.plan_upload(target, delete=bool(delete), exclude=Excluder.of(exclude))
+
+    def request_upload(self) -> None:
+        """Start a background upload of every registration within a second; returns at once."""
+        self.engine  # noqa: B018
+        self._requested = True
+        self._ensure_background()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Upload every registration now and wait for it (errors raise `TransferError`)."""
+        self.engine  # noqa: B018
+        await self._sync_uploads(list(self._uploads.values()))
+
+    # ------------------------------------------------------------------ uploads
+
+    async def _sync_uploads(self, uploads: Sequence[_Upload]) -> None:
+        failures: list[Failure] = []
+        engine = self.engine
+
+        async def one(u: _Upload) -> None:
+            try:
+                await engine.upload(u.target, delete=u.delete, exclude=u.exclude)
+            except TransferError as exc:
+                failures.extend(exc.failures)
+            except Pos3Error as exc:
+                failures.append(Failure(str(u.target.url), exc))
+            except OSError as exc:
+                failures.append(Failure(str(u.target.local), exc))
+            finally:
+                u.last_sync = time.monotonic()
+
+        async with self._upload_lock, anyio.create_task_group() as tg:
+            for u in uploads:
+                tg.start_soon(one, u)
+        if failures:
+            raise TransferError("upload", failures)
+
+    def _ensure_background(self) -> None:
+        if not self._background_started and not self._closing:
+            self._background_started = True
+            self._tg.start_soon(self._background)
+
+    async def _background(self) -> None:
+        with anyio.CancelScope() as scope:
+            self._background_scope = scope
+            while True:
+                now = time.monotonic()
+                if self._requested:
+                    self._requested = False
+                    due = list(self._uploads.values())
+                else:
+                    due = [u for u in self._uploads.values()
+                           if u.interval is not None and now - u.last_sync >= u.interval]
+                if due:
+                    try:
+                        await self._sync_uploads(due)
+                    except Exception as exc:  # the one documented exception: retried next interval
+                        log.warning("pos3: background upload failed, retrying at the next interval: %s", exc)
+                waits = [u.last_sync + u.interval - time.monotonic() for u in self._uploads.values()
+                         if u.interval is not None]
+                timeout = min([1.0, *waits]) if waits else 1.0
+                with anyio.move_on_after(max(timeout, 0.05)):
+                    await self._wake.wait()
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
+
+
+def _ls_local(path: Path, recursive: bool) -> list[str]:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [str(path)]
+    out: list[str] = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(path):
+            base = Path(dirpath)
+            out += [str(base / d) for d in dirnames]
+            out += [str(base / f) for f in filenames]
+    else:
+        out = [str(path / name) for name in os.listdir(path)]
+    return sorted(out)
+
+
+def amirror(
+    cache_root: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+    max_workers: int = 10,
+    default_profile: ProfileArg = None,
+    max_upload_bytes_per_second: float | None = None,
+    **options: float | str,
+) -> AsyncMirror:
+    """An async context manager mirroring S3 for asyncio code: ``async with pos3.amirror() as m:``.
+
+    Args:
+        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
+        show_progress: Progress bars (bytes, rate, ETA) on stderr.
+        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
+        default_profile: Profile used when a call names none.
+        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
+        **options: ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
+            ``max_attempts`` (see the Guarantees page).
+
+    Returns:
+        The `AsyncMirror`.
+    """
+    return AsyncMirror(cache_root, show_progress, max_workers, default_profile, max_upload_bytes_per_second,
+                       **options)  # type: ignore[arg-type]

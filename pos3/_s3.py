@@ -1,0 +1,278 @@
+"""The only module that imports aiobotocore: clients, listing, GET, PUT, multipart, delete.
+
+One client per (profile, event loop), created lazily and closed by the mirror that owns the
+`ClientPool`. Every call translates foreign errors once, with `_errors.translate`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore import UNSIGNED
+
+from ._errors import NotFoundError, translate
+from ._plan import RemoteFile
+from ._profiles import Profile
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+__all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
+
+META_XXH3 = "pos3-xxh3"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientOptions:
+    """How clients talk to S3 (set from `pos3.mirror` arguments).
+
+    Attributes:
+        max_pool_connections: Connection pool size; at least the transfer concurrency.
+        connect_timeout: Seconds to open a connection.
+        read_timeout: Seconds without a byte before a read fails.
+        retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
+        max_attempts: Total attempts per request, first one included.
+    """
+
+    max_pool_connections: int = 20
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Everything below one prefix: file objects and directory-marker keys."""
+
+    files: tuple[RemoteFile, ...]
+    markers: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and not self.markers
+
+
+def _etag(value: object) -> str:
+    return str(value or "").strip('"')
+
+
+def _stamp(value: object) -> str:
+    iso = getattr(value, "isoformat", None)
+    return str(iso()) if callable(iso) else str(value or "")
+
+
+class S3:
+    """S3 operations on one client, with errors translated and URLs in every message."""
+
+    def __init__(self, client: S3Client) -> None:
+        self.client = client
+
+    async def list(self, bucket: str, prefix: str) -> Listing:
+        """Every object below ``prefix`` (all pages)."""
+        files: list[RemoteFile] = []
+        markers: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        try:
+            while True:
+                page = await self.client.list_objects_v2(**kwargs)
+                for obj in page.get("Contents", ()):
+                    key = obj["Key"]
+                    if key.endswith("/"):
+                        markers.append(key)
+                    else:
+                        files.append(
+                            RemoteFile(key, int(obj.get("Size", 0)), _etag(obj.get("ETag")), _stamp(obj.get("LastModified")))
+                        )
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        return Listing(tuple(files), tuple(markers))
+
+    async def list_level(self, bucket: str, prefix: str) -> tuple[list[RemoteFile], list[str]]:
+        """Objects and sub-prefixes directly below ``prefix`` (one level, ``Delimiter='/'``)."""
+        files: list[RemoteFile] = []
+        dirs: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
+        try:
+            while True:
+                page = await self.client.list_objects_v2(**kwargs)
+                for obj in page.get("Contents", ()):
+                    files.append(RemoteFile(obj["Key"], int(obj.get("Size", 0)), _etag(obj.get("ETag")),
+                                            _stamp(obj.get("LastModified"))))
+                dirs.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
+                token = page.get("NextContinuationToken")
+                if not page.get("IsTruncated") or not token:
+                    break
+                kwargs["ContinuationToken"] = token
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        return files, dirs
+
+    async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """The object's metadata, or ``None`` when it does not exist."""
+        try:
+            resp = await self.client.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            err = translate(exc, f"s3://{bucket}/{key}")
+            if isinstance(err, NotFoundError) and err.code != "NoSuchBucket":
+                # HEAD has no body: a missing bucket also answers 404. Tell them apart.
+                await self.list(bucket, key + "\x7f")
+                return None
+            raise err from exc
+        return dict(resp)
+
+    @contextlib.asynccontextmanager
+    async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
+                  if_match: str | None = None) -> AsyncIterator[tuple[Any, Mapping[str, Any]]]:
+        """Open a GET of ``key`` (bytes ``start..end`` inclusive); yields (body, response)."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+        try:
+            resp = await self.client.get_object(**kwargs)
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        body = resp["Body"]
+        try:
+            yield body, resp
+        finally:
+            body.close()
+
+    async def put(self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
+        """PUT ``data`` as ``key``; returns the new ETag."""
+        try:
+            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return _etag(resp.get("ETag"))
+
+    async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
+        try:
+            resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return str(resp["UploadId"])
+
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
+        try:
+            resp = await self.client.upload_part(
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return _etag(resp.get("ETag"))
+
+    async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> str:
+        parts = [{"PartNumber": i + 1, "ETag": f'"{e}"'} for i, e in enumerate(etags)]
+        try:
+            resp = await self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}  # type: ignore[typeddict-item]
+            )
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return _etag(resp.get("ETag"))
+
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
+            await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+    async def list_multipart(self, bucket: str, prefix: str) -> list[tuple[str, str, Any]]:
+        """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""
+        try:
+            resp = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        return [(u["Key"], u["UploadId"], u.get("Initiated")) for u in resp.get("Uploads", ())]
+
+    async def delete_many(self, bucket: str, keys: list[str]) -> list[tuple[str, BaseException]]:
+        """Delete up to 1000 keys in one request; returns the keys that failed, with why."""
+        if not keys:
+            return []
+        try:
+            resp = await self.client.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+            )
+        except Exception as exc:
+            err = translate(exc, f"s3://{bucket}/{keys[0]}")
+            return [(k, err) for k in keys]
+        failed: list[tuple[str, BaseException]] = []
+        for e in resp.get("Errors", ()):
+            key = e.get("Key", "")
+            failed.append((key, OSError(f"s3://{bucket}/{key}: delete failed ({e.get('Code')}: {e.get('Message')})")))
+        return failed
+
+
+class ClientPool:
+    """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self._options = options
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[Profile | None, S3] = {}
+        self._lock = anyio.Lock()
+
+    def _config(self, profile: Profile | None) -> AioConfig:
+        o = self._options
+        kwargs: dict[str, Any] = {
+            "max_pool_connections": o.max_pool_connections,
+            "connect_timeout": o.connect_timeout,
+            "read_timeout": o.read_timeout,
+            "retries": {"mode": o.retry_mode, "total_max_attempts": o.max_attempts},
+            "tcp_keepalive": True,
+        }
+        if profile is not None:
+            kwargs["s3"] = {"addressing_style": profile.addressing_style}
+            kwargs["request_checksum_calculation"] = profile.request_checksum
+            if profile.public:
+                kwargs["signature_version"] = UNSIGNED
+        return AioConfig(**kwargs)
+
+    def _session(self, profile: Profile | None) -> AioSession:
+        session = AioSession()
+        if profile is not None and (profile.has_credentials or profile.public):
+            # Isolated: never read (or be broken by) the ambient AWS configuration.
+            session.set_config_variable("config_file", os.devnull)
+            session.set_config_variable("credentials_file", os.devnull)
+            session.set_config_variable("profile", "default")
+        return session
+
+    async def get(self, profile: Profile | None) -> S3:
+        """The client for ``profile`` (``None``: botocore's default chain)."""
+        found = self._clients.get(profile)
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._clients.get(profile)
+            if found is not None:
+                return found
+            kwargs: dict[str, Any] = {"config": self._config(profile)}
+            if profile is not None:
+                kwargs["endpoint_url"] = profile.endpoint
+                kwargs["region_name"] = profile.region or "us-east-1"
+                if profile.has_credentials:
+                    kwargs["aws_access_key_id"] = profile.access_key
+                    kwargs["aws_secret_access_key"] = profile.secret_key
+                    kwargs["aws_session_token"] = profile.session_token
+            creator = self._session(profile).create_client("s3", **kwargs)
+            client = await self._stack.enter_async_context(creator)
+            found = self._clients[profile] = S3(client)
+            return found
+
+    async def aclose(self) -> None:
+        """Close every client."""
+        with anyio.CancelScope(shield=True):
+            await self._stack.aclose()
+        self._clients.clear()

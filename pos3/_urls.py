@@ -1,0 +1,99 @@
+"""Parse and normalise ``s3://`` URLs; decide what is a URL and what is a local path. Pure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import InvalidURLError
+
+__all__ = ["S3URL", "is_url_like", "overlaps", "parse_s3_url"]
+
+# Anything that starts like "scheme:/" is a URL attempt, never a local folder name.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
+_PROFILE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class S3URL:
+    """A parsed ``s3://[profile@]bucket/key`` URL.
+
+    Attributes:
+        bucket: The bucket name.
+        key: The key or prefix, without a leading slash; ``""`` for the whole bucket.
+        profile: The profile named in the URL (``s3://name@bucket``), or ``None``.
+        trailing_slash: Whether the URL ended with ``/`` (forces the directory meaning).
+    """
+
+    bucket: str
+    key: str
+    profile: str | None = None
+    trailing_slash: bool = False
+
+    @property
+    def stem(self) -> str:
+        """The key without trailing slashes: the name used for the local path and conflicts."""
+        return self.key.rstrip("/")
+
+    @property
+    def dir_prefix(self) -> str:
+        """The listing prefix of the directory meaning: ``"key/"``, or ``""`` for the bucket."""
+        return f"{self.stem}/" if self.stem else ""
+
+    def child(self, key: str) -> str:
+        """The plain ``s3://bucket/key`` URL of a key in this bucket (no profile)."""
+        return f"s3://{self.bucket}/{key}"
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def is_url_like(value: str) -> bool:
+    """Whether ``value`` is meant as a URL (``scheme:/...``) rather than a local path."""
+    return bool(_SCHEME.match(value)) or value.lower().startswith("s3:")
+
+
+def parse_s3_url(url: str) -> S3URL:
+    """Parse an ``s3://[profile@]bucket[/key]`` URL.
+
+    Args:
+        url: The URL.
+
+    Returns:
+        The parsed URL.
+
+    Raises:
+        InvalidURLError: The string is not a well-formed ``s3://`` URL.
+    """
+    if not url.startswith("s3://"):
+        if url.lower().startswith("s3://"):
+            raise InvalidURLError(f"{url!r}: the scheme must be lowercase 's3://'")
+        raise InvalidURLError(f"{url!r}: not an S3 URL; expected s3://bucket/key")
+    rest = url[len("s3://") :]
+    authority, _, key = rest.partition("/")
+    profile: str | None = None
+    if "@" in authority:
+        profile, _, authority = authority.rpartition("@")
+        if not profile:
+            raise InvalidURLError(f"{url!r}: empty profile name before '@'")
+        if not _PROFILE.match(profile):
+            raise InvalidURLError(f"{url!r}: profile name {profile!r} may use only letters, digits, '-', '_'")
+    if not authority:
+        raise InvalidURLError(f"{url!r}: missing bucket name; expected s3://bucket/key")
+    if not _BUCKET.match(authority):
+        raise InvalidURLError(f"{url!r}: {authority!r} is not a valid bucket name")
+    if "\x00" in key:
+        raise InvalidURLError(f"{url!r}: the key contains a NUL character")
+    return S3URL(bucket=authority, key=key, profile=profile, trailing_slash=key.endswith("/"))
+
+
+def overlaps(left: str, right: str) -> bool:
+    """Whether two key prefixes of one bucket overlap as folders (equal, parent or child).
+
+    ``data`` overlaps ``data/x`` but not ``data_v2``.
+    """
+    a, b = left.strip("/"), right.strip("/")
+    if a == b or not a or not b:
+        return True
+    return a.startswith(b + "/") or b.startswith(a + "/")
