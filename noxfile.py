@@ -1,0 +1,55 @@
+"""The one entry point: ``nox -s tests | lint | typecheck | demo | bench | docs``."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+LOCATIONS = ["pos3", "tests", "benchmarks", "docs", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, integration, fault and docs-example tests against a real moto server."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and import order."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", *LOCATIONS)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, with the aiobotocore S3 stubs."""
+    session.install("-e", ".", "mypy>=1.10", "types-aiobotocore-s3", "types-aiofiles")
+    session.run("mypy", "--strict", "pos3")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Run the main job against an embedded local S3 endpoint (moto); no AWS account needed."""
+    session.install("-e", ".[demo]")
+    session.run("python", "docs/examples/demo.py", env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against peers: tables in docs/, charts for the Performance page."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (broken links and references fail)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(session.create_tmp(), "site"))
