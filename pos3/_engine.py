@@ -155,6 +155,17 @@ def _place(tmp: Path, final: Path, root: Path) -> LocalFile:
     return _local.stat_file(final)
 
 
+def _head_file(key: str, head: Mapping[str, Any]) -> RemoteFile:
+    stamp = head.get("LastModified")
+    iso = getattr(stamp, "isoformat", None)
+    return RemoteFile(key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'),
+                      str(iso()) if callable(iso) else "")
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
 def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str]:
     before = _local.stat_file(path)
     with open(path, "rb") as fh:
@@ -209,21 +220,18 @@ class Engine:
                     is_file = await anyio.to_thread.run_sync(target.local.is_file)
                     if is_file:
                         obj = await s3.head(url.bucket, url.stem)
-                        files = (RemoteFile(url.stem, int(obj["ContentLength"]), str(obj.get("ETag", "")).strip('"')),) \
-                            if obj else ()
+                        files = (_head_file(url.stem, obj),) if obj else ()
                         result["listing"] = (url.stem, True, files, ())
                         return
-                listing = await s3.list(url.bucket, url.dir_prefix)
+                listing = await s3.list_all(url.bucket, url.dir_prefix)
                 if listing.empty and direction == "download":
                     obj = await s3.head(url.bucket, url.stem)
                     if obj is not None:
-                        rf = RemoteFile(url.stem, int(obj["ContentLength"]), str(obj.get("ETag", "")).strip('"'),
-                                        str(obj.get("LastModified", "")))
-                        result["listing"] = (url.stem, True, (rf,), ())
+                        result["listing"] = (url.stem, True, (_head_file(url.stem, obj),), ())
                         return
                 result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
             else:
-                listing = await s3.list(url.bucket, url.dir_prefix)
+                listing = await s3.list_all(url.bucket, url.dir_prefix)
                 result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
 
         async def do_scan() -> None:
@@ -442,9 +450,7 @@ class Engine:
             async def one(c: Copy) -> None:
                 try:
                     if c.is_dir:
-                        await anyio.to_thread.run_sync(
-                            lambda: (local_path(c.rel).mkdir(parents=True, exist_ok=True), None)[1]
-                        )
+                        await anyio.to_thread.run_sync(_mkdir, local_path(c.rel))
                         return
                     rec = await self._download_file(s3, target, c, local_path(c.rel), confine, staging, bar.update)
                     pending.append((c.rel, rec))
@@ -485,7 +491,7 @@ class Engine:
 
     async def _download_file(
         self, s3: Any, target: Target, c: Copy, final: Path, confine: Path, staging: _local.Staging,
-        progress: Callable[[int], None],
+        progress: Callable[[int], object],
     ) -> Record:
         bucket = target.url.bucket
         tmp = await anyio.to_thread.run_sync(staging.new_path)
@@ -511,7 +517,7 @@ class Engine:
 
     async def _streamed_get(
         self, s3: Any, bucket: str, c: Copy, tmp: Path, confine: Path, final: Path,
-        progress: Callable[[int], None],
+        progress: Callable[[int], object],
     ) -> tuple[str, dict[str, str], str, LocalFile]:
         """One GET; resumes from the last good byte after a broken body."""
         url = f"s3://{bucket}/{c.key}"
@@ -570,7 +576,7 @@ class Engine:
                 fh.close()
 
     async def _ranged_get(
-        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], None]
+        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object]
     ) -> tuple[str, dict[str, str], str]:
         """Parallel ranged GETs into one file, then the whole file is checked."""
         url = f"s3://{bucket}/{c.key}"
@@ -710,7 +716,7 @@ class Engine:
             raise TransferError("upload", failures)
 
     async def _upload_file(
-        self, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], None]
+        self, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], object]
     ) -> Record | None:
         """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
         url = f"s3://{bucket}/{c.key}"
@@ -763,7 +769,7 @@ class Engine:
             out = [url.child(f.key) for f in files if f.key != prefix]
             out += [url.child(d.rstrip("/")) for d in dirs]
             return sorted(out)
-        listing = await s3.list(url.bucket, prefix)
+        listing = await s3.list_all(url.bucket, prefix)
         names: set[str] = set()
         for key in [f.key for f in listing.files] + list(listing.markers):
             rel = key[len(prefix) :].strip("/")

@@ -7,6 +7,7 @@ parent folder is checked to resolve inside the root (a symlinked folder is not f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -160,15 +161,11 @@ class Staging:
             except FileNotFoundError:
                 pass
         if self.folder.name == STAGING_DIRNAME:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(self.folder)
-            except OSError:
-                pass
         return removed
 
     @staticmethod
     def discard(path: Path) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass

@@ -142,8 +142,7 @@ class AsyncMirror:
         try:
             if self._background_scope is not None:
                 self._background_scope.cancel()
-            clean = exc_type is None or (issubclass(exc_type, SystemExit) and exc is not None
-                                         and exc.code in (None, 0))
+            clean = exc_type is None or (isinstance(exc, SystemExit) and exc.code in (None, 0))
             if clean:
                 todo = list(self._uploads.values())
             elif issubclass(exc_type, Exception):  # type: ignore[arg-type]

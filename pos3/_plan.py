@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 
+NO_EXCLUDE = Excluder()
+
+
 class Reason(enum.StrEnum):
     """Why a file is copied."""
 
@@ -224,7 +227,7 @@ def plan_download(
     records: Mapping[str, Record],
     *,
     delete: bool,
-    exclude: Excluder = Excluder(),
+    exclude: Excluder = NO_EXCLUDE,
     evidence: Mapping[str, bool] | None = None,
 ) -> Plan:
     """Plan a download of ``remote`` onto ``local``.
@@ -317,7 +320,7 @@ def plan_upload(
     records: Mapping[str, Record],
     *,
     delete: bool,
-    exclude: Excluder = Excluder(),
+    exclude: Excluder = NO_EXCLUDE,
     evidence: Mapping[str, bool] | None = None,
 ) -> Plan:
     """Plan an upload of ``local`` onto ``remote``.

@@ -69,13 +69,17 @@ def _stamp(value: object) -> str:
     return str(iso()) if callable(iso) else str(value or "")
 
 
+def _remote_file(obj: Mapping[str, Any]) -> RemoteFile:
+    return RemoteFile(obj["Key"], int(obj.get("Size", 0)), _etag(obj.get("ETag")), _stamp(obj.get("LastModified")))
+
+
 class S3:
     """S3 operations on one client, with errors translated and URLs in every message."""
 
     def __init__(self, client: S3Client) -> None:
         self.client = client
 
-    async def list(self, bucket: str, prefix: str) -> Listing:
+    async def list_all(self, bucket: str, prefix: str) -> Listing:
         """Every object below ``prefix`` (all pages)."""
         files: list[RemoteFile] = []
         markers: list[str] = []
@@ -88,9 +92,7 @@ class S3:
                     if key.endswith("/"):
                         markers.append(key)
                     else:
-                        files.append(
-                            RemoteFile(key, int(obj.get("Size", 0)), _etag(obj.get("ETag")), _stamp(obj.get("LastModified")))
-                        )
+                        files.append(_remote_file(obj))
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
                     break
@@ -108,8 +110,7 @@ class S3:
             while True:
                 page = await self.client.list_objects_v2(**kwargs)
                 for obj in page.get("Contents", ()):
-                    files.append(RemoteFile(obj["Key"], int(obj.get("Size", 0)), _etag(obj.get("ETag")),
-                                            _stamp(obj.get("LastModified"))))
+                    files.append(_remote_file(obj))
                 dirs.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
                 token = page.get("NextContinuationToken")
                 if not page.get("IsTruncated") or not token:
@@ -127,7 +128,7 @@ class S3:
             err = translate(exc, f"s3://{bucket}/{key}")
             if isinstance(err, NotFoundError) and err.code != "NoSuchBucket":
                 # HEAD has no body: a missing bucket also answers 404. Tell them apart.
-                await self.list(bucket, key + "\x7f")
+                await self.list_all(bucket, key + "\x7f")
                 return None
             raise err from exc
         return dict(resp)
@@ -209,7 +210,8 @@ class S3:
             err = translate(exc, f"s3://{bucket}/{keys[0]}")
             return [(k, err) for k in keys]
         failed: list[tuple[str, BaseException]] = []
-        for e in resp.get("Errors", ()):
+        errors: list[Mapping[str, Any]] = list(resp.get("Errors", ()))
+        for e in errors:
             key = e.get("Key", "")
             failed.append((key, OSError(f"s3://{bucket}/{key}: delete failed ({e.get('Code')}: {e.get('Message')})")))
         return failed

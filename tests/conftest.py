@@ -27,7 +27,6 @@ from werkzeug.serving import make_server
 import pos3
 from pos3 import _profiles
 
-
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
