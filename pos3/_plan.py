@@ -255,12 +255,14 @@ def plan_download(
 
     clear: list[Delete] = []
     cleared: set[str] = set()
+    protected = _protected_dirs(list(local.files) + list(local.dirs), exclude)
     for d in sorted(rdirs):
         if d in lfiles:
             clear.append(Delete(d, prefix + d))
             cleared.add(d)
     for rel in sorted(rfiles):
-        if rel in ldirs:
+        # A folder holding excluded files is never cleared: that copy fails instead, by name.
+        if rel in ldirs and rel not in protected:
             clear.append(Delete(rel, prefix + rel, is_dir=True))
             cleared.add(rel)
 
@@ -303,7 +305,6 @@ def plan_download(
 
     deletes: list[Delete] = []
     if delete:
-        protected = _protected_dirs(list(local.files) + list(local.dirs), exclude)
         for rel in sorted(lfiles):
             if rel not in rfiles and rel not in cleared and rel not in rdirs:
                 deletes.append(Delete(rel, prefix + rel))
