@@ -53,7 +53,7 @@ from ._s3 import META_XXH3, ClientOptions, ClientPool
 from ._state import StateStore, root_lock
 from ._urls import S3URL
 
-__all__ = ["Engine", "EngineOptions", "Target"]
+__all__ = ["Engine", "EngineOptions", "ListEntry", "Target"]
 
 log = logging.getLogger("pos3")
 
@@ -780,3 +780,48 @@ class Engine:
                 names.add("/".join(parts[:i]))
         return sorted(url.child(prefix + n) for n in names)
 
+
+    async def ls_entries(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[ListEntry]:
+        """The names `ls` returns, in the same order, with each object's size and last-modified time."""
+        s3 = await self.pool.get(profile)
+        prefix = url.dir_prefix
+        if not recursive:
+            files, dirs = await s3.list_level(url.bucket, prefix)
+            out = [ListEntry(url.child(f.key), False, f.size, f.last_modified) for f in files if f.key != prefix]
+            out += [ListEntry(url.child(d.rstrip("/")), True) for d in dirs]
+            return sorted(out, key=lambda e: e.name)
+        listing = await s3.list_all(url.bucket, prefix)
+        by_rel = {f.key[len(prefix) :].strip("/"): f for f in listing.files}
+        names: set[str] = set()
+        for key in [f.key for f in listing.files] + list(listing.markers):
+            rel = key[len(prefix) :].strip("/")
+            if not rel:
+                continue
+            parts = rel.split("/")
+            for i in range(1, len(parts) + 1):
+                names.add("/".join(parts[:i]))
+        entries: list[ListEntry] = []
+        for n in sorted(names, key=lambda n: url.child(prefix + n)):
+            f = by_rel.get(n)
+            if f is None:
+                entries.append(ListEntry(url.child(prefix + n), True))
+            else:
+                entries.append(ListEntry(url.child(prefix + n), False, f.size, f.last_modified))
+        return entries
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    """One line of a detailed listing (``pos3 ls --long``).
+
+    Attributes:
+        name: The full ``s3://`` URL, or the local path.
+        is_dir: A folder (a common prefix, a directory marker or a local directory).
+        size: Bytes of a file; ``None`` for a folder.
+        last_modified: ISO 8601 time of a file; ``""`` for a folder or when unknown.
+    """
+
+    name: str
+    is_dir: bool
+    size: int | None = None
+    last_modified: str = ""

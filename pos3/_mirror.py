@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -14,7 +16,7 @@ from types import TracebackType
 
 import anyio
 
-from ._engine import Engine, EngineOptions, Target
+from ._engine import Engine, EngineOptions, ListEntry, Target
 from ._errors import Failure, InvalidURLError, Pos3Error, RegistrationError, TransferError
 from ._exclude import Excluder
 from ._plan import TransferPlan
@@ -400,6 +402,38 @@ class AsyncMirror:
         target = self._target(prefix, None, profile)
         return await self.engine.ls(target.url, target.profile, recursive)
 
+    async def ls_entries(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
+                         ) -> list[ListEntry]:
+        """Like `ls`, with each file's size and last-modified time (for ``pos3 ls --long``).
+
+        Args:
+            prefix: ``s3://`` URL or local path.
+            recursive: Include everything below, not only the first level.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Returns:
+            The names `ls` returns, in the same order, as `ListEntry` values.
+        """
+        if self._is_local(prefix):
+            return await anyio.to_thread.run_sync(_ls_local_entries, Path(prefix).expanduser(), recursive)
+        assert isinstance(prefix, str)
+        target = self._target(prefix, None, profile)
+        return await self.engine.ls_entries(target.url, target.profile, recursive)
+
+    def local_path(self, remote: str, local: str | os.PathLike[str] | None = None, profile: ProfileArg = None
+                   ) -> Path:
+        """The local path `download` / `upload` of ``remote`` would use; nothing is created.
+
+        Args:
+            remote: ``s3://[profile@]bucket/key`` URL.
+            local: An explicit local path (returned resolved), or ``None`` for the cache path.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
+        Raises:
+            InvalidURLError: ``remote`` is not a well-formed ``s3://`` URL.
+        """
+        return self._target(remote, local, profile).local
+
     async def plan_download(
         self,
         remote: str,
@@ -516,6 +550,21 @@ def _ls_local(path: Path, recursive: bool) -> list[str]:
     else:
         out = [str(path / name) for name in os.listdir(path)]
     return sorted(out)
+
+
+def _ls_local_entries(path: Path, recursive: bool) -> list[ListEntry]:
+    out: list[ListEntry] = []
+    for name in _ls_local(path, recursive):
+        try:
+            st = os.stat(name)
+        except OSError:  # a dangling symlink: describe the link itself
+            st = os.lstat(name)
+        if stat.S_ISDIR(st.st_mode):
+            out.append(ListEntry(name, True))
+        else:
+            stamp = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC).isoformat()
+            out.append(ListEntry(name, False, st.st_size, stamp))
+    return out
 
 
 def amirror(
