@@ -98,7 +98,7 @@ def delete_entry(root: Path, rel: str, is_dir: bool, recursive: bool = False) ->
         raise PermissionError(errno.EACCES, f"{target} resolves outside {root}; refusing to delete", str(target))
     try:
         st = os.lstat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     if stat.S_ISDIR(st.st_mode):
         if recursive:

@@ -305,11 +305,15 @@ def plan_download(
 
     deletes: list[Delete] = []
     if delete:
+
+        def gone_with_clear(rel: str) -> bool:
+            return rel in cleared or any(a in cleared for a in ancestors(rel))
+
         for rel in sorted(lfiles):
-            if rel not in rfiles and rel not in cleared and rel not in rdirs:
+            if rel not in rfiles and rel not in rdirs and not gone_with_clear(rel):
                 deletes.append(Delete(rel, prefix + rel))
         for d in _depth_first(ldirs):
-            if d not in rdirs and d not in cleared and d not in rfiles and d not in protected:
+            if d not in rdirs and d not in rfiles and d not in protected and not gone_with_clear(d):
                 deletes.append(Delete(d, prefix + d, is_dir=True))
     return Plan(tuple(clear), tuple(copies), tuple(deletes), tuple(checks), tuple(adopt), tuple(refresh))
 
