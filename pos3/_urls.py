@@ -11,7 +11,7 @@ __all__ = ["S3URL", "is_url_like", "overlaps", "parse_s3_url"]
 
 # Anything that starts like "scheme:/" is a URL attempt, never a local folder name.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{1,254}$")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,254}$")
 _PROFILE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
