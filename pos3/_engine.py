@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,23 @@ class Target:
     @property
     def label(self) -> str:
         return str(self.url)
+
+
+async def run_all(*fns: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fns`` concurrently; when some fail, raise the first failure itself, not a group."""
+    errors: list[Exception] = []
+
+    async def guard(fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await fn()
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for fn in fns:
+            tg.start_soon(guard, fn)
+    if errors:
+        raise errors[0]
 
 
 class RateLimit:
@@ -240,10 +257,7 @@ class Engine:
         async def do_records() -> None:
             result["records"] = await anyio.to_thread.run_sync(store.load, target.local)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(do_list)
-            tg.start_soon(do_scan)
-            tg.start_soon(do_records)
+        await run_all(do_list, do_scan, do_records)
 
         prefix, single, files, markers = result["listing"]
         remote_files: dict[str, RemoteFile] = {}

@@ -177,9 +177,10 @@ class AsyncMirror:
 
     def _target(self, remote: str, local: str | os.PathLike[str] | None, profile: ProfileArg) -> Target:
         url = parse_s3_url(remote)
-        resolved = resolve_profile(url.profile) if url.profile is not None else resolve_profile(profile)
-        if resolved is None:
-            resolved = self.default_profile
+        # The URL's selector wins over profile=, which wins over default_profile; "_" names the
+        # default chain explicitly (resolve_profile gives None for it), so it is not replaced.
+        selector = url.profile if url.profile is not None else profile
+        resolved = self.default_profile if selector is None else resolve_profile(selector)
         if url.profile is not None:
             url = S3URL(url.bucket, url.key, None, url.trailing_slash)
         if local is None:
@@ -497,6 +498,8 @@ class AsyncMirror:
                 failures.append(Failure(str(u.target.url), exc))
             except OSError as exc:
                 failures.append(Failure(str(u.target.local), exc))
+            except Exception as exc:
+                failures.append(Failure(str(u.target.url), exc))
             finally:
                 u.last_sync = time.monotonic()
 
