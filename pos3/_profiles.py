@@ -4,6 +4,13 @@ Profiles come from code (`register_profile`, or a `Profile` passed inline) and f
 file, loaded lazily on the first lookup of a name that code did not register:
 ``$POS3_PROFILES_FILE``, else ``$XDG_CONFIG_HOME/pos3/profiles.toml``, else
 ``~/.config/pos3/profiles.toml``. Profiles registered in code win over the file.
+
+The name ``_`` is reserved: it is the local folder of the default credential chain, and
+``profile="_"`` (or ``s3://_@bucket/key``) selects that chain explicitly, even inside a mirror
+whose ``default_profile`` is another profile.
+
+Nothing here does network I/O; the registry and credentials files are read on first use.
+Secrets (secret key, session token) never appear in a ``repr``, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -13,40 +20,73 @@ import os
 import re
 import threading
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._errors import ProfileError
 
-__all__ = ["DEFAULT_LOCAL_NAME", "Profile", "profiles_file", "register_profile", "resolve_profile"]
+__all__ = [
+    "DEFAULT_LOCAL_NAME",
+    "Profile",
+    "profiles_file",
+    "register_profile",
+    "reset_registry",
+    "resolve_profile",
+]
 
 DEFAULT_LOCAL_NAME = "_"
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-_ADDRESSING = ("auto", "path", "virtual")
+_ADDRESSING = ("path", "virtual", "auto")
 _CHECKSUMS = ("when_supported", "when_required")
+
+
+def _endpoint_problem(endpoint: object) -> str | None:
+    """Why ``endpoint`` is not a usable endpoint URL, or ``None``. Never echoes userinfo."""
+    if not isinstance(endpoint, str):
+        return f"must be a string, not {type(endpoint).__name__}"
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return "is not a valid URL"
+    if "@" in parts.netloc:
+        return "must not contain credentials (user:password@); use access_key and secret_key"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{endpoint!r} must be an http:// or https:// URL with a host"
+    if parts.query or parts.fragment:
+        return f"{endpoint!r} must not have a query or a fragment"
+    return None
 
 
 @dataclass(frozen=True)
 class Profile:
     """An S3-compatible endpoint with its own credentials and its own folder in the cache.
 
-    Secrets never appear in ``repr()``, logs or error messages.
+    Frozen and validated at construction. Secrets never appear in ``repr()``, logs or error
+    messages (``repr`` shows only whether credentials are set).
 
     Attributes:
         local_name: Folder name in the cache (``<cache_root>/<local_name>/bucket/key``); letters,
             digits, ``-`` and ``_``; ``_`` is reserved for the default credential chain.
         endpoint: Endpoint URL, e.g. ``https://storage.example.com`` or ``http://127.0.0.1:9000``.
-        public: Make unsigned (anonymous) requests; no credentials are read.
+        public: Make unsigned (anonymous) requests; no credentials are read from anywhere.
         region: Region name; ``us-east-1`` when unset.
         access_key: Access key id; must come with ``secret_key``. When set, the profile uses
-            only these credentials and never reads the ambient AWS configuration.
+            only these credentials and never reads the ambient AWS configuration
+            (environment, ``~/.aws``, SSO, instance roles).
         secret_key: Secret access key.
         session_token: Optional session token for temporary credentials.
-        addressing_style: ``"path"`` (default for custom endpoints: what MinIO, Ceph and most
-            S3-compatible servers need), ``"virtual"`` or ``"auto"``.
-        request_checksum: ``"when_supported"`` (botocore's default: CRC checksums on uploads) or
-            ``"when_required"`` for servers that reject the newer checksum headers.
+        addressing_style: ``"path"`` (the default: ``endpoint/bucket/key``, what MinIO, Ceph
+            and most S3-compatible servers need), ``"virtual"`` (``bucket.endpoint/key``) or
+            ``"auto"`` (botocore decides).
+        request_checksum: ``"when_supported"`` (botocore's default: CRC checksums on every
+            upload, validated on download) or ``"when_required"`` for servers that reject the
+            newer checksum headers (only operations that require a checksum send one).
+
+    A profile without ``access_key`` and without ``public=True`` talks to its own endpoint
+    with the credentials of botocore's default chain.
     """
 
     local_name: str
@@ -60,30 +100,37 @@ class Profile:
     request_checksum: str = "when_supported"
 
     def __post_init__(self) -> None:
-        if self.local_name == DEFAULT_LOCAL_NAME:
+        name = self.local_name
+        if name == DEFAULT_LOCAL_NAME:
             raise ProfileError("Profile local_name '_' is reserved for the default credential chain")
-        if not self.local_name or not _NAME.match(self.local_name):
-            raise ProfileError(
-                f"Invalid profile local_name {self.local_name!r}: use only letters, digits, '-' and '_'"
-            )
-        if not isinstance(self.endpoint, str) or not re.match(r"^https?://[^/]+", self.endpoint):
-            raise ProfileError(
-                f"Profile {self.local_name!r}: endpoint {self.endpoint!r} must be an http(s):// URL"
-            )
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ProfileError(f"Invalid profile local_name {name!r}: use only letters, digits, '-' and '_'")
+        problem = _endpoint_problem(self.endpoint)
+        if problem is not None:
+            raise ProfileError(f"Profile {name!r}: endpoint {problem}")
+        if not isinstance(self.public, bool):
+            raise ProfileError(f"Profile {name!r}: public must be True or False")
+        if self.region is not None and (not isinstance(self.region, str) or not _NAME.match(self.region)):
+            raise ProfileError(f"Profile {name!r}: region must be a region name such as 'us-east-1'")
+        for label in ("access_key", "secret_key", "session_token"):
+            value = getattr(self, label)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ProfileError(f"Profile {name!r}: {label} must be a non-empty string")
         if (self.access_key is None) != (self.secret_key is None):
-            raise ProfileError(f"Profile {self.local_name!r}: access_key and secret_key must be given together")
+            raise ProfileError(f"Profile {name!r}: access_key and secret_key must be given together")
         if self.session_token is not None and self.access_key is None:
-            raise ProfileError(f"Profile {self.local_name!r}: session_token needs access_key and secret_key")
+            raise ProfileError(f"Profile {name!r}: session_token needs access_key and secret_key")
         if self.public and self.access_key is not None:
-            raise ProfileError(f"Profile {self.local_name!r}: a public profile takes no credentials")
+            raise ProfileError(f"Profile {name!r}: a public profile takes no credentials")
         if self.addressing_style not in _ADDRESSING:
-            raise ProfileError(
-                f"Profile {self.local_name!r}: addressing_style must be one of {', '.join(_ADDRESSING)}"
-            )
+            raise ProfileError(f"Profile {name!r}: addressing_style must be one of {', '.join(_ADDRESSING)}")
         if self.request_checksum not in _CHECKSUMS:
-            raise ProfileError(
-                f"Profile {self.local_name!r}: request_checksum must be one of {', '.join(_CHECKSUMS)}"
-            )
+            raise ProfileError(f"Profile {name!r}: request_checksum must be one of {', '.join(_CHECKSUMS)}")
+
+    def __repr__(self) -> str:
+        creds = "public" if self.public else "own credentials" if self.has_credentials else "default chain"
+        extra = "" if self.region is None else f", region={self.region!r}"
+        return f"Profile({self.local_name!r}, {self.endpoint!r}, {creds}{extra})"
 
     @property
     def has_credentials(self) -> bool:
@@ -96,15 +143,32 @@ _registered: dict[str, Profile] = {}
 _from_file: dict[str, Profile] | None = None
 
 
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or not _NAME.match(name):
+        raise ProfileError(f"Invalid profile name {name!r}: use only letters, digits, '-' and '_'")
+    if name == DEFAULT_LOCAL_NAME:
+        raise ProfileError("Profile name '_' is reserved for the default credential chain")
+    return name
+
+
 def register_profile(
     name: str,
     endpoint: str,
     public: bool = False,
     region: str | None = None,
     local_name: str | None = None,
-    **options: Any,
+    *,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    session_token: str | None = None,
+    addressing_style: str = "path",
+    request_checksum: str = "when_supported",
 ) -> None:
     """Register a named profile for this process.
+
+    Registering the same name again with the same configuration does nothing; with a
+    different one it raises. A name registered here wins over the same name in the registry
+    file.
 
     Args:
         name: The name used in ``profile=`` and in ``s3://name@bucket/key`` URLs.
@@ -112,27 +176,44 @@ def register_profile(
         public: Make anonymous, unsigned requests.
         region: Region name.
         local_name: Folder name in the cache; defaults to ``name``.
-        **options: Further `Profile` fields (``access_key``, ``secret_key``, ``session_token``,
-            ``addressing_style``, ``request_checksum``).
+        access_key: Access key id (with ``secret_key``); see `Profile`.
+        secret_key: Secret access key.
+        session_token: Session token for temporary credentials.
+        addressing_style: ``"path"``, ``"virtual"`` or ``"auto"``; see `Profile`.
+        request_checksum: ``"when_supported"`` or ``"when_required"``; see `Profile`.
 
     Raises:
-        ProfileError: The name is invalid, or already registered with a different configuration.
+        ProfileError: The name or a field is invalid, or the name is already registered with
+            a different configuration.
     """
-    if not name or not _NAME.match(name):
-        raise ProfileError(f"Invalid profile name {name!r}: use only letters, digits, '-' and '_'")
-    try:
-        profile = Profile(local_name=local_name or name, endpoint=endpoint, public=public, region=region, **options)
-    except TypeError as exc:
-        raise ProfileError(f"Profile {name!r}: {exc}") from None
+    _check_name(name)
+    profile = Profile(
+        local_name=local_name if local_name is not None else name,
+        endpoint=endpoint,
+        public=public,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=session_token,
+        addressing_style=addressing_style,
+        request_checksum=request_checksum,
+    )
     with _lock:
         existing = _registered.get(name)
         if existing is not None and existing != profile:
-            raise ProfileError(f"Profile {name!r} is already registered with a different configuration")
+            raise ProfileError(
+                f"Profile {name!r} is already registered with a different configuration "
+                f"({existing!r}); profiles cannot be changed once registered"
+            )
         _registered[name] = profile
 
 
 def profiles_file() -> Path:
-    """Where the profile registry file is looked for."""
+    """Where the profile registry file is looked for.
+
+    ``$POS3_PROFILES_FILE``, else ``$XDG_CONFIG_HOME/pos3/profiles.toml``, else
+    ``~/.config/pos3/profiles.toml``.
+    """
     explicit = os.environ.get("POS3_PROFILES_FILE")
     if explicit:
         return Path(explicit).expanduser()
@@ -146,31 +227,35 @@ def _bad(path: Path, name: str, field_name: str, why: str) -> ProfileError:
 
 
 def _credentials(path: Path, name: str, creds_path: Path) -> dict[str, str]:
-    parser = configparser.ConfigParser(interpolation=None)
+    """Keys from an AWS-style credentials file: section ``[name]``, else ``[default]``."""
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00no-default-section")
     try:
         with creds_path.open(encoding="utf-8") as fh:
             parser.read_file(fh)
     except OSError as exc:
         raise _bad(path, name, "credentials_file", f"cannot read {creds_path} ({exc.strerror})") from None
-    except configparser.Error as exc:
-        raise ProfileError(f"{creds_path}: malformed credentials file ({type(exc).__name__})") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        # The parser's own message quotes the offending line, which may hold a secret.
+        lineno = getattr(exc, "lineno", None)
+        where = f" near line {lineno}" if lineno else ""
+        raise _bad(path, name, "credentials_file", f"{creds_path}: malformed INI{where} ({type(exc).__name__})"
+                   ) from None
     section = name if parser.has_section(name) else "default" if parser.has_section("default") else None
     if section is None:
-        raise ProfileError(f"{creds_path}: no [{name}] or [default] section")
+        raise _bad(path, name, "credentials_file", f"{creds_path} has no [{name}] or [default] section")
     sec = parser[section]
-    access, secret = sec.get("aws_access_key_id"), sec.get("aws_secret_access_key")
+    access, secret = sec.get("aws_access_key_id", "").strip(), sec.get("aws_secret_access_key", "").strip()
     if not access or not secret:
-        raise ProfileError(
-            f"{creds_path}: [{section}] needs both aws_access_key_id and aws_secret_access_key"
-        )
-    out = {"access_key": access.strip(), "secret_key": secret.strip()}
-    token = sec.get("aws_session_token")
+        raise _bad(path, name, "credentials_file",
+                   f"{creds_path}: [{section}] needs both aws_access_key_id and aws_secret_access_key")
+    out = {"access_key": access, "secret_key": secret}
+    token = sec.get("aws_session_token", "").strip()
     if token:
-        out["session_token"] = token.strip()
+        out["session_token"] = token
     return out
 
 
-_FILE_FIELDS = {
+_FILE_FIELDS: dict[str, type] = {
     "endpoint": str,
     "region": str,
     "local_name": str,
@@ -182,6 +267,7 @@ _FILE_FIELDS = {
 
 
 def _load_file(path: Path) -> dict[str, Profile]:
+    """Parse the registry file; a missing file is an empty registry."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -200,8 +286,10 @@ def _load_file(path: Path) -> dict[str, Profile]:
         raise ProfileError(f"{path}: 'profiles' must be a table of [profiles.NAME] tables")
     out: dict[str, Profile] = {}
     for name, table in tables.items():
-        if not _NAME.match(name):
-            raise ProfileError(f"{path}: profile name {name!r} may use only letters, digits, '-' and '_'")
+        if not _NAME.match(name) or name == DEFAULT_LOCAL_NAME:
+            raise ProfileError(
+                f"{path}: [profiles.{name}]: invalid profile name; use letters, digits, '-' and '_' ('_' is reserved)"
+            )
         if not isinstance(table, dict):
             raise ProfileError(f"{path}: [profiles.{name}] must be a table")
         for key, value in table.items():
@@ -209,20 +297,23 @@ def _load_file(path: Path) -> dict[str, Profile]:
             if expected is None:
                 raise _bad(path, name, key, f"unknown field (known: {', '.join(sorted(_FILE_FIELDS))})")
             if not isinstance(value, expected):
-                raise _bad(path, name, key, f"must be a {expected.__name__}")
+                raise _bad(path, name, key, f"must be a {'boolean' if expected is bool else 'string'}")
         if "endpoint" not in table:
             raise _bad(path, name, "endpoint", "missing (every profile needs an endpoint URL)")
         kwargs: dict[str, Any] = {
             k: table[k] for k in ("endpoint", "region", "public", "addressing_style", "request_checksum") if k in table
         }
+        kwargs["local_name"] = table.get("local_name", name)
         creds = table.get("credentials_file")
-        if creds:
+        if creds is not None:
+            if not creds:
+                raise _bad(path, name, "credentials_file", "is empty")
             creds_path = Path(creds).expanduser()
             if not creds_path.is_absolute():
                 creds_path = path.parent / creds_path
             kwargs.update(_credentials(path, name, creds_path))
         try:
-            out[name] = Profile(local_name=table.get("local_name") or name, **kwargs)
+            out[name] = Profile(**kwargs)
         except ProfileError as exc:
             raise ProfileError(f"{path}: [profiles.{name}] {exc}") from None
     return out
@@ -245,15 +336,21 @@ def reset_registry() -> None:
 
 
 def resolve_profile(profile: str | Profile | None) -> Profile | None:
-    """The `Profile` for a name, a `Profile`, or ``None`` (the default credential chain).
+    """The `Profile` for a name or a `Profile`; ``None`` means the default credential chain.
+
+    ``None`` and the reserved name ``"_"`` both give ``None``. Names registered in code win
+    over the registry file, which is read on the first lookup of a name code did not register.
 
     Raises:
-        ProfileError: The name is empty or unknown in code and in the registry file.
+        ProfileError: The name is empty, or unknown in code and in the registry file, or the
+            registry file is malformed.
     """
     if profile is None or isinstance(profile, Profile):
         return profile
     if not isinstance(profile, str) or not profile:
         raise ProfileError(f"Invalid profile {profile!r}: give a registered name or a pos3.Profile")
+    if profile == DEFAULT_LOCAL_NAME:
+        return None
     with _lock:
         found = _registered.get(profile)
     if found is not None:

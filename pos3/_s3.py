@@ -16,6 +16,14 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore import UNSIGNED
+from botocore.configprovider import (
+    BOTOCORE_DEFAUT_SESSION_VARIABLES,
+    DEFAULT_PROXIES_CONFIG_VARS,
+    DEFAULT_S3_CONFIG_VARS,
+    ConfigChainFactory,
+    ConfigValueStore,
+    SectionConfigProvider,
+)
 
 from ._errors import NotFoundError, translate
 from ._plan import RemoteFile
@@ -217,6 +225,36 @@ class S3:
         return failed
 
 
+def _isolated_session() -> AioSession:
+    """A session that reads no AWS environment variable and no ``~/.aws`` file, and changes none.
+
+    Every setting comes from the client's arguments or botocore's built-in defaults: a broken
+    ``AWS_PROFILE``, ``AWS_CONFIG_FILE`` or ``AWS_DEFAULT_REGION`` in the environment cannot reach
+    a profile that carries its own credentials (or none, when public).
+    """
+    no_env = {
+        name: (config_name, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
+        for name, (config_name, _env, default, convert) in BOTOCORE_DEFAUT_SESSION_VARIABLES.items()
+    }
+    session = AioSession(session_vars=no_env)
+    chains = ConfigChainFactory(session=session, environ={})
+
+    def mapping(variables: Mapping[str, tuple[Any, Any, Any, Any]]) -> dict[str, Any]:
+        return {
+            name: chains.create_config_chain(
+                instance_name=name, env_var_names=None, config_property_names=config_name, default=default,
+                conversion_func=convert,
+            )
+            for name, (config_name, _env, default, convert) in variables.items()
+        }
+
+    store = mapping(no_env)
+    store["s3"] = SectionConfigProvider("s3", session, mapping(DEFAULT_S3_CONFIG_VARS))
+    store["proxies_config"] = SectionConfigProvider("proxies_config", session, mapping(DEFAULT_PROXIES_CONFIG_VARS))
+    session.register_component("config_store", ConfigValueStore(mapping=store))
+    return session
+
+
 class ClientPool:
     """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
 
@@ -238,18 +276,15 @@ class ClientPool:
         if profile is not None:
             kwargs["s3"] = {"addressing_style": profile.addressing_style}
             kwargs["request_checksum_calculation"] = profile.request_checksum
+            kwargs["response_checksum_validation"] = profile.request_checksum
             if profile.public:
                 kwargs["signature_version"] = UNSIGNED
         return AioConfig(**kwargs)
 
     def _session(self, profile: Profile | None) -> AioSession:
-        session = AioSession()
         if profile is not None and (profile.has_credentials or profile.public):
-            # Isolated: never read (or be broken by) the ambient AWS configuration.
-            session.set_config_variable("config_file", os.devnull)
-            session.set_config_variable("credentials_file", os.devnull)
-            session.set_config_variable("profile", "default")
-        return session
+            return _isolated_session()
+        return AioSession()
 
     async def get(self, profile: Profile | None) -> S3:
         """The client for ``profile`` (``None``: botocore's default chain)."""
