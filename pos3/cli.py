@@ -1,0 +1,421 @@
+"""The ``pos3`` command line: ``ls``, ``download``, ``upload`` and ``sync`` over `AsyncMirror`.
+
+The CLI is thin: every decision (what to copy, what to delete, where the cache path is, which
+profile applies) is the library's; this module parses arguments, runs one `pos3.amirror()` in
+`anyio.run`, prints results and maps exceptions to exit codes.
+
+Streams and exit codes:
+
+* stdout carries only results: listings, the local path of a ``download``/``sync``, the URL of an
+  ``upload``, dry-run plans, or JSON with ``--json``.
+* stderr carries progress (only on a terminal, or with ``--progress``; never with ``-q``), logs
+  (``-v``/``-vv``/``-vvv``) and error messages.
+* 0 success; 1 a transfer or S3 failure (failed objects listed on stderr); 2 a usage error
+  (bad arguments, a URL that is not ``s3://``, an unknown profile); 130 interrupted (Ctrl-C),
+  after partial files were removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._engine import ListEntry
+from ._errors import InvalidURLError, Pos3Error, ProfileError, TransferError
+from ._mirror import AsyncMirror, amirror
+from ._plan import PlannedAction, TransferPlan
+from ._urls import parse_s3_url
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("pos3")
+
+_DESCRIPTION = """\
+Mirror S3 prefixes onto local disk from the shell. Only what changed is transferred; the
+local copy lives under the cache root (or --local) and is an ordinary folder."""
+
+_MAIN_EPILOG = """\
+examples:
+  pos3 ls s3://bucket/datasets/
+  d=$(pos3 download s3://bucket/datasets/mnist/) && ls "$d"
+  pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
+
+Run 'pos3 COMMAND --help' for the options of one command.
+exit codes: 0 success, 1 transfer failures, 2 usage errors, 130 interrupted."""
+
+_LS_EPILOG = """\
+examples:
+  pos3 ls s3://bucket/datasets/
+  pos3 ls -r --long s3://bucket/datasets/mnist/
+  pos3 ls --json s3://bucket/ | jq -r '.[].name'
+  pos3 ls ~/.cache/pos3/_/bucket"""
+
+_DOWNLOAD_EPILOG = """\
+stdout carries only the local path, so the command composes:
+  d=$(pos3 download s3://bucket/datasets/mnist/) && python train.py --data "$d"
+
+examples:
+  pos3 download s3://bucket/datasets/mnist/ --dry-run
+  pos3 download s3://bucket/datasets/mnist/ --local ./mnist --delete --exclude '*.tmp'"""
+
+_UPLOAD_EPILOG = """\
+Without --local the source is the cache path that 'pos3 download URL' uses; it must exist.
+
+examples:
+  pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
+  pos3 upload s3://bucket/results/run-1/ --local ./out --delete --exclude '*.ckpt'"""
+
+_SYNC_EPILOG = """\
+Downloads the prefix (an empty prefix is fine), then uploads the same folder once, so files
+that exist only locally are sent. stdout carries only the local path.
+
+examples:
+  pos3 sync s3://bucket/jobs/run-1/ --local ./run-1 --dry-run
+  pos3 sync s3://bucket/jobs/run-1/ --local ./run-1"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and examples."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pos3`` command (also used to generate docs/cli.md).
+
+    Returns:
+        The parser; each subcommand's parser is reachable through its subparsers action.
+    """
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pos3", description=_DESCRIPTION, epilog=_MAIN_EPILOG, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"pos3 {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("common options")
+    group.add_argument("--profile", metavar="NAME",
+                       help="profile to use (a profile in the URL, s3://NAME@bucket/..., wins)")
+    group.add_argument("--cache-root", metavar="PATH",
+                       help="where mirrors live (default: $POS3_CACHE_ROOT, else ~/.cache/pos3)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="log to stderr: -v info, -vv debug, -vvv debug of every library")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress, no summary and no warnings on stderr (errors still show; wins over -v)")
+
+    transfer = argparse.ArgumentParser(add_help=False)
+    tgroup = transfer.add_argument_group("transfer options")
+    tgroup.add_argument("--local", metavar="PATH", help="local path (default: the cache path of URL)")
+    tgroup.add_argument("--delete", action="store_true",
+                        help="delete files absent from the source (off by default on the command line)")
+    tgroup.add_argument("--exclude", metavar="PATTERN", action="append", default=[],
+                        help="glob (*, **, ?, [...]) skipped on both sides; repeatable")
+    tgroup.add_argument("-n", "--dry-run", action="store_true",
+                        help="print what would be done, one line per action with its reason; change nothing")
+    tgroup.add_argument("--json", action="store_true", help="print the result (or the dry-run plan) as JSON")
+    tgroup.add_argument("--progress", action="store_true",
+                        help="show progress on stderr even when it is not a terminal")
+
+    ls = commands.add_parser(
+        "ls", parents=[common], formatter_class=_Formatter, epilog=_LS_EPILOG,
+        help="list an S3 prefix or a local folder",
+        description="List an S3 prefix (one full s3:// URL per line) or a local folder (one path per line).",
+    )
+    ls.add_argument("prefix", metavar="PREFIX", help="s3://[profile@]bucket/prefix, or a local path")
+    ls.add_argument("-r", "--recursive", action="store_true", help="list everything below, not only one level")
+    ls.add_argument("-l", "--long", action="store_true", help="add the last-modified time and the size in bytes")
+    ls.add_argument("--json", action="store_true",
+                    help="print a JSON array of {name, type, size, last_modified} objects")
+    ls.set_defaults(handler=_ls, parser=ls)
+
+    for name, handler, epilog, summary, description in (
+        ("download", _download, _DOWNLOAD_EPILOG, "mirror an S3 prefix or object onto local disk",
+         "Mirror an S3 prefix or object onto local disk and print the local path."),
+        ("upload", _upload, _UPLOAD_EPILOG, "mirror a local folder or file to S3, once",
+         "Make an S3 prefix (or object) a copy of a local folder (or file), once, and print the URL."),
+        ("sync", _sync, _SYNC_EPILOG, "download, then upload once",
+         "Download an S3 prefix, then upload the local folder once on completion; print the local path."),
+    ):
+        sub = commands.add_parser(
+            name, parents=[transfer, common], formatter_class=_Formatter, epilog=epilog, help=summary,
+            description=description,
+        )
+        sub.add_argument("url", metavar="URL", help="s3://[profile@]bucket/key")
+        sub.set_defaults(handler=handler, parser=sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pos3`` command.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit code (argparse exits 2 by itself on malformed arguments).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub: argparse.ArgumentParser = args.parser
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        if args.command != "ls":
+            parse_s3_url(args.url)  # only an s3:// URL is accepted; the message says why
+        return int(anyio.run(args.handler, args))
+    except BaseException as raised:
+        exc = _unwrap(raised)
+        if isinstance(exc, SystemExit):
+            raise exc from None
+        if isinstance(exc, KeyboardInterrupt):
+            print("pos3: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(exc, InvalidURLError | ProfileError):
+            sub.print_usage(sys.stderr)
+            print(f"{sub.prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(exc, TransferError):
+            _report_failures(exc)
+            return EXIT_FAILURE
+        if isinstance(exc, BrokenPipeError):
+            # A reader such as `head` closed stdout: stop quietly, as other tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return EXIT_FAILURE
+        if isinstance(exc, Pos3Error | OSError):
+            print(f"pos3: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        if isinstance(exc, ValueError):
+            sub.print_usage(sys.stderr)
+            print(f"{sub.prog}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+# ---------------------------------------------------------------------- commands
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    async with _open(args, progress=False) as m:
+        if args.json or args.long:
+            entries = await m.ls_entries(args.prefix, args.recursive, args.profile)
+        else:
+            names = await m.ls(args.prefix, args.recursive, args.profile)
+    if args.json:
+        _print_json([_entry_json(e) for e in entries])
+    elif args.long:
+        for e in entries:
+            print(_entry_line(e))
+    else:
+        for name in names:
+            print(name)
+    return EXIT_OK
+
+
+async def _download(args: argparse.Namespace) -> int:
+    async with _open(args) as m:
+        local = m.local_path(args.url, args.local, args.profile)
+        if args.dry_run:
+            plan = await m.plan_download(args.url, args.local, args.delete, args.exclude or None, args.profile)
+            _print_plan(args, local, [("download", plan)])
+            return EXIT_OK
+        log.info("download %s to %s", args.url, local)
+        path = await m.download(args.url, args.local, args.delete, args.exclude or None, args.profile)
+    _print_result(args, path)
+    return EXIT_OK
+
+
+async def _upload(args: argparse.Namespace) -> int:
+    async with _open(args) as m:
+        local = m.local_path(args.url, args.local, args.profile)
+        if not await anyio.Path(local).exists():
+            hint = "check --local" if args.local else f"download {args.url} first, or pass --local"
+            raise _NothingToUpload(f"{local}: nothing to upload, it does not exist ({hint})")
+        if args.dry_run:
+            plan = await m.plan_upload(args.url, args.local, args.delete, args.exclude or None, args.profile)
+            _print_plan(args, local, [("upload", plan)])
+            return EXIT_OK
+        # Registered with no interval: leaving the block uploads exactly once.
+        log.info("upload %s to %s", local, args.url)
+        await m.upload(args.url, args.local, None, args.delete, False, args.exclude or None, args.profile)
+    _print_result(args, local, show=args.url)
+    return EXIT_OK
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    async with _open(args) as m:
+        local = m.local_path(args.url, args.local, args.profile)
+        if args.dry_run:
+            exclude = args.exclude or None
+            try:
+                down = await m.plan_download(args.url, args.local, args.delete, exclude, args.profile)
+            except FileNotFoundError as exc:
+                # An empty prefix is fine for sync (a job's first run); a missing bucket is not.
+                if getattr(exc, "code", None) is not None:
+                    raise
+                down = TransferPlan()
+            up = TransferPlan()
+            if await anyio.Path(local).exists():
+                up = await m.plan_upload(args.url, args.local, args.delete, exclude, args.profile)
+            _print_plan(args, local, [("download", down), ("upload", _after_download(down, up))])
+            return EXIT_OK
+        log.info("sync %s with %s: download, then upload", args.url, local)
+        path = await m.sync(args.url, args.local, None, args.delete, args.delete, False, args.exclude or None,
+                            args.profile)
+    _print_result(args, path)
+    return EXIT_OK
+
+
+def _after_download(down: TransferPlan, up: TransferPlan) -> TransferPlan:
+    """The upload plan as it stands once ``down`` ran: what the download touches is in sync then.
+
+    Both plans are computed before anything moves. A download copy makes that file identical on
+    both sides, and a download delete removes the local file, so the upload would not carry
+    either; every other upload action stands as planned.
+    """
+    local_touched = {a.dst for a in down.actions}
+    remote_touched = {a.src for a in down.actions if a.action == "copy"}
+    kept = tuple(
+        a for a in up.actions
+        if not (a.src in local_touched or a.dst in remote_touched)
+    )
+    return TransferPlan(
+        to_copy=[(a.src, a.dst) for a in kept if a.action == "copy"],
+        to_delete=[a.dst for a in kept if a.action == "delete"],
+        actions=kept,
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _NothingToUpload(Pos3Error, FileNotFoundError):
+    """``pos3 upload`` was pointed at a local path that does not exist."""
+
+
+def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
+    if progress is None:
+        progress = not args.quiet and (args.progress or sys.stderr.isatty())
+    return amirror(cache_root=args.cache_root, show_progress=progress)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if quiet:
+        verbose = 0
+    if verbose >= 3:
+        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
+        return
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    log.setLevel(level)
+    log.addHandler(handler)
+    log.propagate = False
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one meaningful exception inside (nested) exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not _is_cancellation(e)] or list(exc.exceptions)
+        if len(inner) != 1:
+            interrupts = [e for e in inner if isinstance(e, KeyboardInterrupt)]
+            return interrupts[0] if interrupts else exc
+        exc = inner[0]
+    return exc
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError)  # anyio.run uses the asyncio backend
+
+
+def _report_failures(exc: TransferError) -> None:
+    count = len(exc.failures)
+    noun = "object" if count == 1 else "objects"
+    print(f"pos3: error: {exc.operation} failed for {count} {noun}:", file=sys.stderr)
+    for failure in exc.failures:
+        print(f"  {failure.target}: {failure.error}", file=sys.stderr)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _print_result(args: argparse.Namespace, local: Path, show: str | None = None) -> None:
+    if args.json:
+        _print_json({"url": args.url, "local": str(local)})
+    else:
+        print(show if show is not None else local)
+
+
+@dataclass(frozen=True)
+class _Step:
+    direction: str
+    action: PlannedAction
+
+    @property
+    def line(self) -> str:
+        a = self.action
+        if a.action == "copy":
+            return f"(dryrun) {self.direction}: {a.src} to {a.dst} ({a.reason})"
+        return f"(dryrun) {a.action}: {a.dst} ({a.reason})"
+
+    def as_json(self) -> dict[str, Any]:
+        a = self.action
+        return {"direction": self.direction, "action": a.action, "src": a.src, "dst": a.dst, "reason": a.reason,
+                "size": a.size}
+
+
+def _print_plan(args: argparse.Namespace, local: Path, plans: Sequence[tuple[str, TransferPlan]]) -> None:
+    steps = [_Step(direction, a) for direction, plan in plans for a in plan.actions]
+    copies = sum(1 for s in steps if s.action.action == "copy")
+    deletes = len(steps) - copies
+    total = sum(plan.total_bytes for _, plan in plans)
+    if args.json:
+        _print_json({
+            "operation": args.command, "url": args.url, "local": str(local), "dry_run": True,
+            "to_copy": copies, "to_delete": deletes, "total_bytes": total,
+            "actions": [s.as_json() for s in steps],
+        })
+    else:
+        for s in steps:
+            print(s.line)
+    if not args.quiet:
+        print(f"(dryrun) {copies} to copy ({total} bytes), {deletes} to delete; nothing was changed",
+              file=sys.stderr)
+
+
+def _entry_json(e: ListEntry) -> dict[str, Any]:
+    return {"name": e.name, "type": "dir" if e.is_dir else "file", "size": e.size,
+            "last_modified": e.last_modified or None}
+
+
+def _entry_line(e: ListEntry) -> str:
+    if e.is_dir:
+        return f"{'':19}  {'DIR':>12}  {e.name}"
+    return f"{_short_time(e.last_modified):19}  {e.size:>12}  {e.name}"
+
+
+def _short_time(stamp: str) -> str:
+    """``2024-05-01 12:00:00`` (UTC) from an ISO 8601 time; the input unchanged if unparsable."""
+    try:
+        when = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.UTC)
+    return when.strftime("%Y-%m-%d %H:%M:%S")
