@@ -246,9 +246,14 @@ def plan_download(
     """
     evidence = evidence or {}
     rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)}
-    markers = {m for m in remote.markers if not exclude.excluded(m)}
+    # A marker at (or below) a file's path cannot be a folder here: the file wins.
+    markers = {
+        m
+        for m in remote.markers
+        if not exclude.excluded(m) and m not in rfiles and not any(a in rfiles for a in ancestors(m))
+    }
     rdirs = set(markers)
-    for rel in rfiles:
+    for rel in list(rfiles) + list(markers):
         rdirs.update(ancestors(rel))
     lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
     ldirs = {d for d in local.dirs if not exclude.excluded(d)}
