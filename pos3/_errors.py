@@ -155,6 +155,7 @@ def translate(exc: BaseException, url: str) -> BaseException:
         ClientError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        FlexibleChecksumError,
         NoCredentialsError,
         ReadTimeoutError,
     )
@@ -177,6 +178,9 @@ def translate(exc: BaseException, url: str) -> BaseException:
         return EndpointError(f"{url}: cannot reach the endpoint ({exc})", url=url)
     if isinstance(exc, ReadTimeoutError):
         return EndpointError(f"{url}: the endpoint did not answer in time ({exc})", url=url)
+    if isinstance(exc, FlexibleChecksumError):
+        # botocore checked the body against the checksum S3 sent (x-amz-checksum-*): bytes were damaged.
+        return IntegrityError(f"{url}: content does not match the checksum S3 sent ({exc}); the file was not placed")
     if isinstance(exc, NoCredentialsError):
         return AccessDeniedError(
             f"{url}: no AWS credentials found; configure them or use a public profile", url=url

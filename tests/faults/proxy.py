@@ -1,0 +1,414 @@
+"""A small HTTP-aware fault-injection proxy for the fault tests.
+
+It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
+request, asks a seeded `Scenario` what to do: pass it through, reset the connection, answer a
+synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it,
+slow it down, stall forever, or hold the response until the test releases it.
+
+It parses request lines, headers and bodies (Content-Length or chunked) and response status,
+headers and body length, so faults land exactly where the scenario says. It runs its own event
+loop on a daemon thread, keeps a log of what it did, bounds every read (header size, idle time)
+and is stopped, with every connection closed, by `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+__all__ = ["Action", "Entry", "FaultProxy", "Request", "Rule", "Scenario"]
+
+MAX_HEAD = 64 * 1024
+IDLE_TIMEOUT = 60.0
+CHUNK = 16 * 1024
+
+ACTIONS = ("pass", "reset", "status", "truncate", "flip", "latency", "stall", "hold")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the proxy saw of one request."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+
+    @property
+    def is_list(self) -> bool:
+        return self.method == "GET" and "list-type" in self.query
+
+    @property
+    def is_object_get(self) -> bool:
+        return self.method == "GET" and not self.query.startswith("list-type") and "uploads" not in self.query
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do with one request; ``kind`` is one of `ACTIONS`."""
+
+    kind: str = "pass"
+    status: int = 503
+    code: str = "SlowDown"
+    delay: float = 0.0
+
+
+PASS = Action()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One logged request and what the proxy did with it."""
+
+    method: str
+    path: str
+    query: str
+    kind: str
+    range: str
+
+
+@dataclass
+class Rule:
+    """A fault that applies to matching requests.
+
+    Attributes:
+        action: What to do when the rule fires.
+        method: Only requests with this method (``None``: any).
+        path: Only paths containing this text (an object key, a bucket).
+        query: Only queries containing this text (``uploadId``, ``list-type``, ``delete``...).
+        ranged: Only requests with (``True``) or without (``False``) a Range header.
+        times: How many times the rule fires in all (``None``: every time).
+        per_path: With ``times``, count per path instead of in total.
+        probability: Chance that a matching request fires the rule (drawn from the scenario seed).
+    """
+
+    action: Action
+    method: str | None = None
+    path: str | None = None
+    query: str | None = None
+    ranged: bool | None = None
+    times: int | None = None
+    per_path: bool = False
+    probability: float = 1.0
+    fired: dict[str, int] = field(default_factory=dict)
+
+    def matches(self, req: Request) -> bool:
+        if self.method is not None and req.method != self.method:
+            return False
+        if self.path is not None and self.path not in req.path:
+            return False
+        if self.query is not None and self.query not in req.query:
+            return False
+        return self.ranged is None or ("range" in req.headers) == self.ranged
+
+    def try_fire(self, req: Request, rng: random.Random) -> bool:
+        if not self.matches(req):
+            return False
+        slot = req.path if self.per_path else ""
+        if self.times is not None and self.fired.get(slot, 0) >= self.times:
+            return False
+        if self.probability < 1.0 and rng.random() >= self.probability:
+            return False
+        self.fired[slot] = self.fired.get(slot, 0) + 1
+        return True
+
+
+class Scenario:
+    """An ordered list of rules and a seeded random source; the first rule that fires wins."""
+
+    def __init__(self, *rules: Rule, seed: int = 0) -> None:
+        self.rules = list(rules)
+        self.rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def add(self, rule: Rule) -> Rule:
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear(self) -> None:
+        with self._lock:
+            self.rules.clear()
+
+    def pick(self, req: Request) -> Action:
+        with self._lock:
+            for rule in self.rules:
+                if rule.try_fire(req, self.rng):
+                    return rule.action
+        return PASS
+
+
+def _error_body(code: str, path: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>injected by the fault proxy</Message>"
+        f"<Resource>{path}</Resource><RequestId>fault-proxy</RequestId></Error>"
+    ).encode()
+
+
+def _parse_head(raw: bytes) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+    lines = raw.decode("latin-1").split("\r\n")
+    first = lines[0]
+    pairs: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, _, value = line.partition(":")
+        pairs.append((name.strip(), value.strip()))
+    return first, {k.lower(): v for k, v in pairs}, pairs
+
+
+def _build_head(first: str, pairs: list[tuple[str, str]]) -> bytes:
+    return (first + "\r\n" + "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n").encode("latin-1")
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), like a crashed server or a middlebox."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ConnectionError("connection closed inside a message head") from exc
+        return None
+    except asyncio.LimitOverrunError as exc:
+        raise ConnectionError("message head too large") from exc
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
+    return await asyncio.wait_for(reader.readexactly(n), IDLE_TIMEOUT)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A whole chunked body, kept in its chunked form."""
+    out = bytearray()
+    for _ in range(1_000_000):
+        line = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT)
+        out += line
+        size = int(line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while True:  # trailers, up to the blank line
+                trailer = await asyncio.wait_for(reader.readuntil(b"\r\n"), IDLE_TIMEOUT)
+                out += trailer
+                if trailer == b"\r\n":
+                    return bytes(out)
+        out += await _read_exactly(reader, size + 2)
+    raise ConnectionError("too many chunks")
+
+
+class FaultProxy:
+    """The proxy: ``start()``, point clients at ``url``, ``stop()``."""
+
+    def __init__(self, upstream: str, scenario: Scenario | None = None) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.scenario = scenario or Scenario()
+        self.log: list[Entry] = []
+        self.gate = threading.Event()
+        self._log_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.errors: list[BaseException] = []
+
+    # ------------------------------------------------------------------ control
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FaultProxy:
+        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self.gate.set()
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._request_stop)
+        thread.join(10)
+        self._loop = self._thread = None
+
+    def count(self, kind: str | None = None, method: str | None = None, path: str | None = None) -> int:
+        with self._log_lock:
+            return sum(1 for e in self.log
+                       if (kind is None or e.kind == kind) and (method is None or e.method == method)
+                       and (path is None or path in e.path))
+
+    # ------------------------------------------------------------------ loop thread
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    def _request_stop(self) -> None:
+        assert self._stopped is not None
+        self._stopped.set()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=5)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while True:
+                raw = await _read_head(reader)
+                if raw is None:
+                    return
+                first, headers, pairs = _parse_head(raw)
+                method, target, _version = first.split(" ", 2)
+                if headers.get("expect", "").lower() == "100-continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    pairs = [(k, v) for k, v in pairs if k.lower() != "expect"]
+                    raw = _build_head(first, pairs)
+                if "content-length" in headers:
+                    body = await _read_exactly(reader, int(headers["content-length"]))
+                elif "chunked" in headers.get("transfer-encoding", "").lower():
+                    body = await _read_chunked(reader)
+                else:
+                    body = b""
+                path, _, query = target.partition("?")
+                req = Request(method, path, query, headers)
+                action = self.scenario.pick(req)
+                with self._log_lock:
+                    self.log.append(Entry(method, path, query, action.kind, headers.get("range", "")))
+
+                if action.kind == "reset":
+                    _reset(writer)
+                    return
+                if action.kind == "stall":
+                    assert self._stopped is not None
+                    await self._stopped.wait()
+                    return
+                if action.kind == "status":
+                    payload = _error_body(action.code, path) if method != "HEAD" else b""
+                    size = len(_error_body(action.code, path))
+                    head = (f"HTTP/1.1 {action.status} Injected\r\nContent-Type: application/xml\r\n"
+                            f"Content-Length: {size}\r\nx-amz-request-id: fault-proxy\r\n\r\n").encode()
+                    writer.write(head + payload)
+                    await writer.drain()
+                    continue
+
+                if upstream is None:
+                    upstream = await asyncio.wait_for(
+                        asyncio.open_connection(*self.upstream, limit=MAX_HEAD), IDLE_TIMEOUT)
+                up_reader, up_writer = upstream
+                up_writer.write(raw + body)
+                await up_writer.drain()
+                keep = await self._relay_response(method, up_reader, writer, action)
+                if not keep:
+                    return
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
+            with self._log_lock:
+                self.errors.append(exc)
+        finally:
+            if upstream is not None:
+                upstream[1].close()
+            writer.close()
+
+    async def _relay_response(self, method: str, up: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              action: Action) -> bool:
+        """Relay one response, applying ``action``; returns whether the connection stays open."""
+        raw = await _read_head(up)
+        if raw is None:
+            raise ConnectionError("upstream closed before answering")
+        first, headers, _pairs = _parse_head(raw)
+        status = int(first.split(" ", 2)[1])
+        close = headers.get("connection", "").lower() == "close" or first.startswith("HTTP/1.0")
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            length: int | None = 0
+        elif "content-length" in headers:
+            length = int(headers["content-length"])
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            length = None
+        else:
+            length = -1  # until the upstream closes
+            close = True
+
+        if action.kind == "hold":
+            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, IDLE_TIMEOUT)
+        if action.kind == "latency" and action.delay:
+            await asyncio.sleep(action.delay)
+        writer.write(raw)
+
+        if length is None:
+            body = await _read_chunked(up)
+            writer.write(body)
+            await writer.drain()
+            return not close
+        cut = length // 2 if action.kind == "truncate" and length > 0 else None
+        flip_at = length // 2 if action.kind == "flip" and length > 0 else None
+        sent = 0
+        while length < 0 or sent < length:
+            want = CHUNK if length < 0 else min(CHUNK, length - sent)
+            data = await asyncio.wait_for(up.read(want), IDLE_TIMEOUT)
+            if not data:
+                if length < 0:
+                    break
+                raise ConnectionError("upstream closed inside a body")
+            if cut is not None and sent + len(data) >= cut:
+                writer.write(data[: cut - sent])
+                await writer.drain()
+                _reset(writer)
+                raise ConnectionError("truncated on purpose")
+            if flip_at is not None and sent <= flip_at < sent + len(data):
+                buf = bytearray(data)
+                buf[flip_at - sent] ^= 0xFF
+                data = bytes(buf)
+            writer.write(data)
+            await writer.drain()
+            sent += len(data)
+            if action.kind == "latency" and action.delay:
+                await asyncio.sleep(action.delay)
+        return not close
+
+
+def make_rule(kind: str, **kwargs: object) -> Rule:
+    """Shorthand: ``make_rule("status", status=403, code="AccessDenied", path="/b/k")``."""
+    action_fields = {k: kwargs.pop(k) for k in ("status", "code", "delay") if k in kwargs}
+    return Rule(Action(kind, **action_fields), **kwargs)  # type: ignore[arg-type]
+
