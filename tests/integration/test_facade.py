@@ -76,11 +76,10 @@ def test_mirror_inside_a_running_event_loop(s3: Any, bucket: str, cache_root: Pa
 
 def test_keyboard_interrupt_never_uploads_or_deletes(s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"out/precious.txt": b"keep me"})
-    with pytest.raises(KeyboardInterrupt):
-        with pos3.mirror(cache_root=cache_root, show_progress=False):
-            out = pos3.upload(f"s3://{bucket}/out", interval=None)  # delete=True by default
-            (out / "half-written.txt").write_bytes(b"partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), pos3.mirror(cache_root=cache_root, show_progress=False):
+        out = pos3.upload(f"s3://{bucket}/out", interval=None)  # delete=True by default
+        (out / "half-written.txt").write_bytes(b"partial")
+        raise KeyboardInterrupt
     assert remote_tree(s3, bucket) == {"out/precious.txt": b"keep me"}
 
 

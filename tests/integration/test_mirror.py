@@ -241,7 +241,7 @@ async def test_malformed_urls_raise(open_mirror: Any, bad: str, cache_root: Path
 
 async def test_missing_bucket_is_clear_and_leaves_nothing(open_mirror: Any, server: Any, cache_root: Path) -> None:
     async with open_mirror() as m:
-        with pytest.raises(FileNotFoundError, match="no-such-bucket-x.*bucket does not exist"):
+        with pytest.raises(FileNotFoundError, match=r"no-such-bucket-x.*bucket does not exist"):
             await m.download("s3://no-such-bucket-x/data")
     assert not (cache_root / "_").exists()
 
@@ -310,5 +310,5 @@ async def test_transfer_error_names_every_failed_key(open_mirror: Any, s3: Any, 
 
 
 async def test_outside_any_mirror_module_functions_raise() -> None:
-    with pytest.raises(RuntimeError, match="inside 'with pos3.mirror"):
+    with pytest.raises(RuntimeError, match=r"inside 'with pos3\.mirror"):
         pos3.download("s3://b/k")
