@@ -16,9 +16,10 @@ from tests.conftest import CountingMotoServer, local_tree, put, remote_tree
 
 
 def test_nested_mirror_raises(server: CountingMotoServer, cache_root: Path) -> None:
-    with pos3.mirror(cache_root=cache_root, show_progress=False), pytest.raises(RuntimeError, match="already active"):
-        with pos3.mirror(cache_root=cache_root):
-            pass
+    outer = pos3.mirror(cache_root=cache_root, show_progress=False)
+    inner = pos3.mirror(cache_root=cache_root)
+    with outer, pytest.raises(RuntimeError, match="already active"), inner:
+        pass
     # The outer one closed cleanly: a new mirror opens.
     with pos3.mirror(cache_root=cache_root, show_progress=False):
         pass
