@@ -303,8 +303,13 @@ class ClientPool:
                     kwargs["aws_access_key_id"] = profile.access_key
                     kwargs["aws_secret_access_key"] = profile.secret_key
                     kwargs["aws_session_token"] = profile.session_token
-            creator = self._session(profile).create_client("s3", **kwargs)
-            client = await self._stack.enter_async_context(creator)
+            try:
+                creator = self._session(profile).create_client("s3", **kwargs)
+                client = await self._stack.enter_async_context(creator)
+            except Exception as exc:
+                # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
+                where = profile.endpoint if profile is not None else "the default AWS configuration"
+                raise translate(exc, where) from exc
             found = self._clients[profile] = S3(client)
             return found
 
