@@ -122,7 +122,14 @@ def local_worlds(draw: st.DrawFn, related: RemoteWorld | None = None) -> LocalWo
     shape = draw(st.dictionaries(rel_paths, st.booleans(), max_size=7))
     if related is not None:
         for rel in related.files:
-            if draw(st.integers(0, 3)) > 0:
+            how = draw(st.integers(0, 5))
+            if how == 1:  # a folder where the remote file goes, maybe holding excluded files
+                shape[rel + "/" + draw(st.sampled_from(SEGMENTS))] = True
+            elif how > 1:
+                shape[rel] = True
+        for rel in related.dirs():
+            if draw(st.integers(0, 7)) == 0:  # a file where a remote folder goes
+                shape = {p: f for p, f in shape.items() if not p.startswith(rel + "/")}
                 shape[rel] = True
     files, dirs = _tree_shape(shape)
     world = LocalWorld()
@@ -147,6 +154,8 @@ def records_for(draw: st.DrawFn, prefix: str, local: LocalWorld, remote: RemoteW
             continue
         lf = local.files.get(rel)
         synced = draw(contents)
+        if rel in remote.files and draw(st.booleans()):
+            synced = remote.files[rel]  # in sync with the remote object when recorded
         mtime, inode = 7, 7
         if lf is not None:
             mtime, inode = lf.mtime_ns, lf.inode
@@ -154,6 +163,7 @@ def records_for(draw: st.DrawFn, prefix: str, local: LocalWorld, remote: RemoteW
                 synced = lf.content
             elif kind == "touched":
                 mtime = lf.mtime_ns + 10  # the file was touched (or rewritten) since
+                synced = lf.content if draw(st.booleans()) else synced
             elif kind == "moved":
                 mtime, inode = lf.mtime_ns + 20, lf.inode + 1000
             if (len(synced), mtime) == (len(lf.content), lf.mtime_ns):

@@ -13,7 +13,7 @@ import copy as copy_module
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from pos3._exclude import Excluder
@@ -246,6 +246,16 @@ def apply_upload(prefix: str, plan: Plan, local: LocalWorld, remote: RemoteWorld
 # ---------------------------------------------------------------------------------------------- properties
 
 
+def _events(plan: Plan, blocked: bool = False) -> None:
+    """Label examples so `--hypothesis-show-statistics` shows the cases are really exercised."""
+    for name, hit in [("clear", plan.clear), ("deletes", plan.deletes), ("adopt", plan.adopt),
+                      ("refresh", plan.refresh), ("blocked by excluded files", blocked)]:
+        if hit:
+            event(name)
+    for c in plan.copies:
+        event("marker" if c.is_dir else str(c.reason))
+
+
 @st.composite
 def download_cases(draw: st.DrawFn) -> tuple[str, RemoteWorld, LocalWorld, dict[str, Record], bool, Excluder]:
     prefix = draw(st.sampled_from(PREFIXES))
@@ -274,6 +284,7 @@ def test_download_plan_makes_the_local_tree_the_remote_tree(
     after, new_records, failed = apply_download(prefix, plan, remote, local, records)
 
     files, dirs, blocked = expected_download(remote, local, delete=delete, exclude=exclude)
+    _events(plan, blocked=bool(blocked))
     assert failed == blocked
     assert {r: f.content for r, f in after.files.items()} == files
     assert after.dirs == dirs
@@ -295,6 +306,7 @@ def test_upload_plan_makes_the_remote_tree_the_local_tree(
     prefix, local, remote, records, delete, exclude = case
     plan = final_upload(prefix, local, remote, records, delete=delete, exclude=exclude)
     after, new_records = apply_upload(prefix, plan, local, remote, records)
+    _events(plan)
 
     lfiles = {r: f.content for r, f in local.files.items() if not exclude.excluded(r)}
     ldirs = {d for d in local.dirs if not exclude.excluded(d)}
