@@ -112,3 +112,32 @@ def test_forked_child_gets_a_clear_error_and_valid_paths(s3: Any, bucket: str, c
         os.close(read_fd)
     assert result == bytes([0])
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_ctrl_c_during_a_transfer_cleans_up_and_joins(s3: Any, bucket: str, cache_root: Path) -> None:
+    import _thread
+
+    put(s3, bucket, {f"big/f{i}": os.urandom(3 << 20) for i in range(12)})
+    staging = cache_root / ".pos3" / "staging"
+    before = set(threading.enumerate())
+
+    def interrupt_when_bytes_flow() -> None:
+        for _ in range(2000):  # bounded: ~20 s
+            if any(p.stat().st_size > 0 for p in staging.rglob("*.part")) or any(
+                p.is_file() for p in (cache_root / "_").rglob("f*")
+            ):
+                break
+            threading.Event().wait(0.01)
+        _thread.interrupt_main()
+
+    watcher = threading.Thread(target=interrupt_when_bytes_flow)
+    with pytest.raises(KeyboardInterrupt):
+        with pos3.mirror(cache_root=cache_root, show_progress=False, max_workers=2):
+            watcher.start()
+            pos3.download(f"s3://{bucket}/big")
+    watcher.join(timeout=30)
+    assert not list(staging.rglob("*.part"))
+    target = cache_root / "_" / bucket / "big"
+    for f in target.glob("*"):
+        assert f.stat().st_size == 3 << 20  # complete files only
+    assert set(threading.enumerate()) <= before
