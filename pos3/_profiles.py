@@ -1,7 +1,8 @@
 """Profiles: which endpoint and credentials a URL is read with, and where it lands in the cache.
 
 Profiles come from code (`register_profile`, or a `Profile` passed inline) and from a registry
-file, loaded lazily on the first lookup of a name that code did not register:
+file, read lazily on the first lookup of a name that code did not register (and read again
+when the file or ``$POS3_PROFILES_FILE`` changed):
 ``$POS3_PROFILES_FILE``, else ``$XDG_CONFIG_HOME/pos3/profiles.toml``, else
 ``~/.config/pos3/profiles.toml``. Profiles registered in code win over the file.
 
@@ -141,6 +142,7 @@ class Profile:
 _lock = threading.RLock()
 _registered: dict[str, Profile] = {}
 _from_file: dict[str, Profile] | None = None
+_file_signature: tuple[str, int, int] | None = None
 
 
 def _check_name(name: object) -> str:
@@ -319,20 +321,33 @@ def _load_file(path: Path) -> dict[str, Profile]:
     return out
 
 
+def _signature(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
 def _file_profiles() -> dict[str, Profile]:
-    global _from_file
+    """The registry file's profiles; re-read when the file, or where it is looked for, changed."""
+    global _from_file, _file_signature
+    path = profiles_file()
+    signature = _signature(path) or (str(path), -1, -1)
     with _lock:
-        if _from_file is None:
-            _from_file = _load_file(profiles_file())
+        if _from_file is None or _file_signature != signature:
+            _from_file = _load_file(path)
+            _file_signature = signature
         return _from_file
 
 
 def reset_registry() -> None:
     """Forget registered profiles and the loaded registry file (tests use this)."""
-    global _from_file
+    global _from_file, _file_signature
     with _lock:
         _registered.clear()
         _from_file = None
+        _file_signature = None
 
 
 def resolve_profile(profile: str | Profile | None) -> Profile | None:

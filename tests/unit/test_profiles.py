@@ -175,7 +175,6 @@ def _registry(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, **file
     for name, body in files.items():
         (folder / name.replace("_", ".")).write_text(body, encoding="utf-8")
     monkeypatch.setenv("POS3_PROFILES_FILE", str(path))
-    _profiles.reset_registry()
     return path
 
 
@@ -296,3 +295,12 @@ def test_file_is_read_lazily_and_code_wins(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_missing_registry_file_is_an_empty_registry() -> None:
     with pytest.raises(pos3.ProfileError, match="Unknown profile 'x'"):
         resolve_profile("x")
+
+
+def test_a_changed_registry_file_or_location_is_read_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(pos3.ProfileError, match="Unknown profile 'x'"):
+        resolve_profile("x")  # loads the (absent) file of the fixture
+    path = _registry(monkeypatch, tmp_path, f'[profiles.x]\nendpoint = "{EP}"\n')
+    assert resolve_profile("x") == Profile("x", EP)  # a new location, no reset needed
+    path.write_text(f'[profiles.x]\nendpoint = "{EP}"\nregion = "eu-west-1"\n', encoding="utf-8")
+    assert resolve_profile("x") == Profile("x", EP, region="eu-west-1")  # edited in place
