@@ -1,0 +1,155 @@
+"""A moto S3 server in its own process on 127.0.0.1 that counts the requests it serves.
+
+Run as ``python -m benchmarks.server`` (prints ``PORT <n>`` once listening). Besides S3 it answers
+``GET /__bench__/counts``: a JSON object of cumulative request counts by kind (LIST, GET, HEAD, PUT,
+PUT_PART, MPU, DELETE, OTHER). The benchmark reads it before and after each client process; the
+difference is what that client sent.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from typing import Any
+
+COUNTS_PATH = "/__bench__/counts"
+KINDS = ("LIST", "GET", "HEAD", "PUT", "PUT_PART", "MPU", "DELETE", "OTHER")
+
+
+def classify(method: str, host: str, path: str, query: str) -> str:
+    """The kind of one S3 request, from its method, Host header, path and query string."""
+    host_name = host.split(":", 1)[0]
+    if host_name in ("127.0.0.1", "localhost") or not host_name:
+        parts = path.lstrip("/").split("/", 1)
+        has_key = len(parts) == 2 and parts[1] != ""
+    else:  # virtual-hosted style: the bucket is in the Host header
+        has_key = path.strip("/") != ""
+    if method == "GET":
+        if has_key:
+            return "GET"
+        return "LIST" if ("list-type" in query or "prefix" in query or "marker" in query or not query) else "OTHER"
+    if method == "HEAD":
+        return "HEAD" if has_key else "OTHER"
+    if method == "PUT" and has_key:
+        return "PUT_PART" if "partNumber" in query else "PUT"
+    if method == "POST":
+        if "delete" in query:
+            return "DELETE"
+        if "uploads" in query or "uploadId" in query:
+            return "MPU"
+    if method == "DELETE":
+        return "MPU" if "uploadId" in query else "DELETE"
+    return "OTHER"
+
+
+def _app() -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    app = DomainDispatcherApplication(create_backend_app)
+    counts: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == COUNTS_PATH:
+            with lock:
+                body = json.dumps(dict(counts)).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if not path.startswith("/moto-api"):
+            kind = classify(environ.get("REQUEST_METHOD", ""), environ.get("HTTP_HOST", ""), path,
+                            environ.get("QUERY_STRING", ""))
+            with lock:
+                counts[kind] += 1
+        return app(environ, start_response)
+
+    return counting
+
+
+def serve() -> None:
+    """Serve until killed; print ``PORT <n>`` on stdout once listening."""
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, _app(), threaded=True, request_handler=MotoRequestHandler)
+    print(f"PORT {server.port}", flush=True)
+    server.serve_forever()
+
+
+class MotoProcess:
+    """Starts `serve` in a child process and reads its request counts."""
+
+    def __init__(self, python: str = sys.executable, log_path: str | None = None) -> None:
+        self._python = python
+        self._log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> MotoProcess:
+        err = open(self._log_path or os.devnull, "ab")  # noqa: SIM115 - lives as long as the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._proc = subprocess.Popen([self._python, "-m", "benchmarks.server"], cwd=root, stdout=subprocess.PIPE,
+                                      stderr=err, env=env)
+        err.close()
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = self._proc.stdout.readline().decode().strip()  # blocks until the child prints or exits
+        if not line.startswith("PORT ") or time.monotonic() > deadline:
+            self.stop()
+            raise RuntimeError(f"the moto server did not start (said {line!r}); see {self._log_path}")
+        self.port = int(line.split()[1])
+        return self
+
+    def counts(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.endpoint + COUNTS_PATH, timeout=30) as resp:
+            data: dict[str, int] = json.loads(resp.read())
+        return data
+
+    def rss_mib(self) -> float | None:
+        if self._proc is None:
+            return None
+        try:
+            with open(f"/proc/{self._proc.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def diff_counts(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Requests between two `MotoProcess.counts` readings, by kind (zero kinds left out)."""
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(before) | set(after))}
+    return {k: v for k, v in out.items() if v}
+
+
+if __name__ == "__main__":
+    serve()
