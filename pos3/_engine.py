@@ -8,6 +8,9 @@ partial files and propagates.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
@@ -195,6 +198,58 @@ def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str]:
 def _pread(path: Path, offset: int, size: int) -> bytes:
     with open(path, "rb") as fh:
         return os.pread(fh.fileno(), size, offset)
+
+
+# Open multipart uploads pos3 started are journaled (one small JSON file each, under
+# <cache_root>/.pos3/multipart/) until completed or aborted. A process killed mid-upload leaves
+# its entry behind; the next upload of that prefix aborts it, so no hidden parts stay billed.
+
+
+def _journal_add(folder: Path, bucket: str, key: str, upload_id: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(f"{bucket}\0{key}\0{upload_id}".encode()).hexdigest()[:32]
+    path = folder / f"{name}.json"
+    tmp = folder / f"{name}.tmp"
+    tmp.write_text(json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def _journal_remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _journal_stale(folder: Path, bucket: str, prefix: str) -> list[tuple[Path, str, str]]:
+    """Entries of dead processes for keys below ``prefix``: ``(entry, key, upload_id)``."""
+    out: list[tuple[Path, str, str]] = []
+    try:
+        entries = sorted(folder.glob("*.json"))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            data = json.loads(entry.read_text())
+            found = (str(data["bucket"]), str(data["key"]), str(data["upload_id"]), int(data["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            _journal_remove(entry)  # half-written by a killed process: nothing to go on
+            continue
+        b, key, upload_id, pid = found
+        if b == bucket and key.startswith(prefix) and not _pid_alive(pid):
+            out.append((entry, key, upload_id))
+    return out
 
 
 class Engine:
@@ -666,8 +721,21 @@ class Engine:
             log.info("%s does not exist; nothing to upload to %s", target.local, target.url)
             return
         async with root_lock(self.private, target.local, self.options.lock_timeout):
+            await self._abort_stale_multipart(target)
             src, plan, digests = await self._plan(target, "upload", delete, exclude)
             await self._run_upload(target, src, plan, digests)
+
+    async def _abort_stale_multipart(self, target: Target) -> None:
+        """Abort multipart uploads below the target that a killed pos3 process left open."""
+        folder = self.private / "multipart"
+        stale = await anyio.to_thread.run_sync(_journal_stale, folder, target.url.bucket, target.url.stem)
+        if not stale:
+            return
+        s3 = await self.pool.get(target.profile)
+        for entry, key, upload_id in stale:
+            if await s3.abort_multipart(target.url.bucket, key, upload_id, strict=True):
+                log.info("aborted a multipart upload of s3://%s/%s left open by a killed run", target.url.bucket, key)
+                await anyio.to_thread.run_sync(_journal_remove, entry)
 
     async def _run_upload(self, target: Target, src: _Sources, plan: Plan, digests: dict[str, str]) -> None:
         s3 = await self.pool.get(target.profile)
@@ -749,6 +817,8 @@ class Engine:
             part = max(self.options.part_size, math.ceil(size / 10000))
             count = max(1, math.ceil(size / part))
             upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
+            journal = await anyio.to_thread.run_sync(_journal_add, self.private / "multipart", bucket, c.key,
+                                                     upload_id)
             etags: list[str] = [""] * count
             try:
 
@@ -765,8 +835,11 @@ class Engine:
                         tg.start_soon(send, i)
                 etag = await s3.complete_multipart(bucket, c.key, upload_id, etags)
             except BaseException:
-                await s3.abort_multipart(bucket, c.key, upload_id)
+                if await s3.abort_multipart(bucket, c.key, upload_id, strict=True):
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(_journal_remove, journal)
                 raise
+            await anyio.to_thread.run_sync(_journal_remove, journal)
         after = await anyio.to_thread.run_sync(_local.stat_file, path)
         if (after.size, after.mtime_ns) != (before.size, before.mtime_ns) or after.size != size:
             log.warning("%s changed while it was uploaded to %s; it will be sent again next sync", path, url)

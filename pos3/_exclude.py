@@ -2,11 +2,14 @@
 
 A pattern is matched against the relative path of a file or folder, both locally and in S3:
 
-* ``*`` matches within one path segment, ``?`` one character, ``[...]`` a character class;
+* ``*`` matches within one path segment, ``?`` one character, ``[...]`` a character class
+  (``[!...]`` or ``[^...]`` negated, ``a-z`` a range); none of them ever matches a ``/``;
 * ``**`` matches any number of whole segments (including none);
 * a pattern without a leading ``/`` may match the path's last segments (``*.tmp`` excludes
   ``a/b/c.tmp``; ``logs`` excludes every folder or file named ``logs``), like
-  `pathlib.PurePath.match`; a leading ``/`` anchors it at the root (``/logs`` only the top one).
+  `pathlib.PurePath.match`; a leading ``/`` anchors it at the root (``/logs`` only the top one);
+* empty and ``.`` segments are ignored (``./logs`` is ``logs``); a pattern with nothing else
+  (``""``, ``/``) excludes nothing.
 
 A folder that matches is pruned: nothing below it is transferred or deleted.
 """
@@ -21,45 +24,89 @@ from functools import lru_cache
 __all__ = ["Excluder"]
 
 
+_STAR = "\x00"  # placeholder for a "*" while a segment is translated (never in a pattern)
+_NEVER = "(?!)"
+
+
+def _class_regex(body: str) -> str:
+    """The regex of the glob character class ``[body]``: never matches ``/``, never warns.
+
+    A leading ``!`` or ``^`` negates; ``a-z`` is a range, and a reversed range matches nothing
+    (as in `fnmatch`); every other character is literal.
+    """
+    negate = body[:1] in ("!", "^")
+    if negate:
+        body = body[1:]
+    items: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            lo, hi = body[i], body[i + 2]
+            if lo <= hi:
+                items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            i += 3
+        else:
+            items.append(re.escape(body[i]))
+            i += 1
+    if negate:
+        return "[^" + "".join(items) + "/]"
+    return "[" + "".join(items) + "]" if items else _NEVER
+
+
 def _segment_regex(segment: str) -> str:
+    """The regex of one pattern segment, for a path segment that is followed by ``/``.
+
+    ``*`` runs never backtrack into each other: every fixed part between two stars is matched
+    at its first place in an atomic group (as `fnmatch` does), so a pattern like ``*a*a*a*b``
+    against a long name stays linear instead of exploding.
+    """
     out: list[str] = []
     i = 0
     while i < len(segment):
         c = segment[i]
         if c == "*":
-            out.append("[^/]*")
+            if not out or out[-1] != _STAR:
+                out.append(_STAR)
         elif c == "?":
             out.append("[^/]")
         elif c == "[":
-            end = segment.find("]", i + 2 if segment[i + 1 : i + 2] in ("!", "^", "]") else i + 1)
+            j = i + 1
+            if segment[j : j + 1] in ("!", "^"):
+                j += 1
+            if segment[j : j + 1] == "]":
+                j += 1
+            end = segment.find("]", j)
             if end == -1:
                 out.append(re.escape(c))
             else:
-                body = segment[i + 1 : end]
-                if body[:1] in ("!", "^"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
+                out.append(_class_regex(segment[i + 1 : end]))
                 i = end
         else:
             out.append(re.escape(c))
         i += 1
-    return "".join(out)
+    groups = "".join(out).split(_STAR)
+    if len(groups) == 1:
+        return groups[0]
+    middle = "".join(f"(?>[^/]*?{g})" for g in groups[1:-1])
+    return f"{groups[0]}{middle}[^/]*{groups[-1]}"
 
 
 @lru_cache(maxsize=256)
 def _compile(pattern: str) -> re.Pattern[str]:
     anchored = pattern.startswith("/")
-    segments = [s for s in pattern.strip("/").split("/") if s]
+    segments = [s for s in pattern.split("/") if s and s != "."]
     parts: list[str] = []
+    any_depth = "(?:[^/]+/)*"
     for seg in segments:
         if seg == "**":
-            parts.append("(?:[^/]+/)*")
+            if not parts or parts[-1] != any_depth:  # "**/**" is "**"
+                parts.append(any_depth)
         else:
             parts.append(_segment_regex(seg) + "/")
-    body = "".join(parts)
     # Each part ends with "/": match against "path/" so the last segment ends the same way.
-    prefix = "" if anchored else "(?:[^/]+/)*"
-    return re.compile(f"^{prefix}{body}$" if body else "^$")
+    if not anchored and (not parts or parts[0] != any_depth):
+        parts.insert(0, any_depth)
+    return re.compile("".join(parts))
 
 
 @dataclass(frozen=True)
@@ -74,7 +121,8 @@ class Excluder:
     _regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_regexes", tuple(_compile(p) for p in self.patterns if p.strip("/")))
+        kept = [p for p in self.patterns if any(seg not in ("", ".") for seg in p.split("/"))]
+        object.__setattr__(self, "_regexes", tuple(_compile(p) for p in kept))
 
     @classmethod
     def of(cls, patterns: str | Sequence[str] | None) -> Excluder:
@@ -93,7 +141,7 @@ class Excluder:
         if not rel:
             return False
         probe = rel.strip("/") + "/"
-        return any(r.match(probe) for r in self._regexes)
+        return any(r.fullmatch(probe) for r in self._regexes)
 
     def excluded(self, rel: str) -> bool:
         """Whether ``rel`` is excluded: it matches, or one of its parent folders does."""

@@ -194,9 +194,19 @@ class S3:
             raise translate(exc, f"s3://{bucket}/{key}") from exc
         return _etag(resp.get("ETag"))
 
-    async def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
-        with contextlib.suppress(Exception), anyio.CancelScope(shield=True):
-            await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    async def abort_multipart(self, bucket: str, key: str, upload_id: str, strict: bool = False) -> bool:
+        """Abort an upload (shielded from cancellation); never raises.
+
+        Returns whether it is gone (aborted now, or already completed or aborted: NoSuchUpload).
+        Without ``strict`` every outcome counts as gone.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                return not strict or code in ("NoSuchUpload", "404")
+        return True
 
     async def list_multipart(self, bucket: str, prefix: str) -> list[tuple[str, str, Any]]:
         """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""
