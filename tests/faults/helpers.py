@@ -43,5 +43,9 @@ def assert_upload_invariant(s3: Any, bucket: str, prefix: str, files: dict[str, 
         assert not wrong, f"no error, yet these objects differ: {sorted(wrong)}"
         assert set(remote) == set(files)
         return
+    for rel, data in remote.items():
+        assert data == files.get(rel), f"{prefix}{rel}: an object that differs from its local file"
     if isinstance(error, pos3.TransferError):
-        assert wrong <= failed_keys(error), f"wrong {sorted(wrong)} but the error names {error}"
+        named = failed_keys(error)
+        if prefix.rstrip("/") not in named:  # a failure of the whole prefix (its listing) covers every key
+            assert wrong <= named, f"wrong {sorted(wrong)} but the error names {error}"

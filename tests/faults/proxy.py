@@ -1,7 +1,8 @@
 """A small HTTP-aware fault-injection proxy for the fault tests.
 
 It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
-request, asks a seeded `Scenario` what to do: pass it through, reset the connection, answer a
+request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
+request reaches the server, or after the server answered: ``drop``), answer a
 synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it,
 slow it down, stall forever, or hold the response until the test releases it.
 
@@ -28,7 +29,7 @@ MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT = 60.0
 CHUNK = 16 * 1024
 
-ACTIONS = ("pass", "reset", "status", "truncate", "flip", "latency", "stall", "hold")
+ACTIONS = ("pass", "reset", "drop", "status", "truncate", "flip", "latency", "stall", "hold")
 
 
 @dataclass(frozen=True)
@@ -356,6 +357,9 @@ class FaultProxy:
         raw = await _read_head(up)
         if raw is None:
             raise ConnectionError("upstream closed before answering")
+        if action.kind == "drop":  # the server did the work; the client never hears of it
+            _reset(writer)
+            raise ConnectionError("response dropped on purpose")
         first, headers, _pairs = _parse_head(raw)
         status = int(first.split(" ", 2)[1])
         close = headers.get("connection", "").lower() == "close" or first.startswith("HTTP/1.0")
