@@ -207,7 +207,18 @@ def register_profile(
                 f"Profile {name!r} is already registered with a different configuration "
                 f"({existing!r}); profiles cannot be changed once registered"
             )
+        _check_folder(name, profile, _registered, "registered")
         _registered[name] = profile
+
+
+def _check_folder(name: str, profile: Profile, others: dict[str, Profile], where: str) -> None:
+    """Two different configurations must not share a cache folder (they would overwrite each other)."""
+    for other_name, other in others.items():
+        if other_name != name and other.local_name == profile.local_name and other != profile:
+            raise ProfileError(
+                f"Profile {name!r}: local_name {profile.local_name!r} is already the cache folder of the "
+                f"{where} profile {other_name!r}, which has a different configuration; choose another local_name"
+            )
 
 
 def profiles_file() -> Path:
@@ -315,9 +326,11 @@ def _load_file(path: Path) -> dict[str, Profile]:
                 creds_path = path.parent / creds_path
             kwargs.update(_credentials(path, name, creds_path))
         try:
-            out[name] = Profile(**kwargs)
+            profile = Profile(**kwargs)
+            _check_folder(name, profile, out, "file's")
         except ProfileError as exc:
             raise ProfileError(f"{path}: [profiles.{name}] {exc}") from None
+        out[name] = profile
     return out
 
 

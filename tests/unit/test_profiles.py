@@ -304,3 +304,15 @@ def test_a_changed_registry_file_or_location_is_read_again(monkeypatch: pytest.M
     assert resolve_profile("x") == Profile("x", EP)  # a new location, no reset needed
     path.write_text(f'[profiles.x]\nendpoint = "{EP}"\nregion = "eu-west-1"\n', encoding="utf-8")
     assert resolve_profile("x") == Profile("x", EP, region="eu-west-1")  # edited in place
+
+
+def test_two_configurations_cannot_share_a_cache_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    register_profile("a", EP, local_name="shared")
+    register_profile("alias", EP, local_name="shared")  # the same configuration: same data, allowed
+    with pytest.raises(pos3.ProfileError, match="'shared' is already the cache folder of the registered profile"):
+        register_profile("b", "http://127.0.0.1:9001", local_name="shared")
+    path = _registry(monkeypatch, tmp_path, f'[profiles.x]\nendpoint = "{EP}"\n'
+                                             '[profiles.y]\nendpoint = "https://other.example.com"\nlocal_name = "x"\n')
+    with pytest.raises(pos3.ProfileError) as info:
+        resolve_profile("y")
+    assert str(info.value).startswith(f"{path}: [profiles.y]") and "'x'" in str(info.value)
