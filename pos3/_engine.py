@@ -9,6 +9,7 @@ partial files and propagates.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -53,6 +54,7 @@ from ._plan import (
 from ._profiles import Profile
 from ._progress import Progress
 from ._s3 import META_XXH3, ClientOptions, ClientPool
+from ._shard import shard_members
 from ._state import StateStore, root_lock
 from ._urls import S3URL
 
@@ -186,10 +188,20 @@ def _mkdir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+class _Unsettled(Exception):
+    """A file changed while it was read for upload: skipped now, sent by a later sync."""
+
+
+def _same_state(a: LocalFile, b: LocalFile) -> bool:
+    return (a.size, a.mtime_ns, a.inode) == (b.size, b.mtime_ns, b.inode)
+
+
 def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str]:
     before = _local.stat_file(path)
     with open(path, "rb") as fh:
         data = fh.read()
+    if not _same_state(before, _local.stat_file(path)) or len(data) != before.size:
+        raise _Unsettled(str(path))
     h = Hasher()
     h.update(data)
     return data, before, h.xxh3
@@ -412,9 +424,13 @@ class Engine:
                 tg.start_soon(guarded, check)
         return same, digests
 
-    async def _plan(self, target: Target, direction: str, delete: bool, exclude: Excluder
-                    ) -> tuple[_Sources, Plan, dict[str, str]]:
+    async def _plan(self, target: Target, direction: str, delete: bool, exclude: Excluder,
+                    shard: tuple[int, int] | None = None) -> tuple[_Sources, Plan, dict[str, str]]:
         src = await self._gather(target, direction=direction)
+        if shard is not None and not src.single:
+            files = src.remote.files
+            chosen = shard_members({r: f.size for r, f in files.items() if not exclude.excluded(r)}, *shard)
+            src.remote = RemoteTree({r: f for r, f in files.items() if r in chosen}, src.remote.markers)
 
         def run(evidence: Mapping[str, bool] | None) -> Plan:
             if direction == "download":
@@ -446,16 +462,18 @@ class Engine:
 
     # ------------------------------------------------------------------ download
 
-    async def plan_download(self, target: Target, *, delete: bool, exclude: Excluder) -> TransferPlan:
-        src, plan, _ = await self._plan(target, "download", delete, exclude)
+    async def plan_download(self, target: Target, *, delete: bool, exclude: Excluder,
+                            shard: tuple[int, int] | None = None) -> TransferPlan:
+        src, plan, _ = await self._plan(target, "download", delete, exclude, shard)
         if src.empty:
             raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
         return self.describe(target, src, plan, "download")
 
-    async def download(self, target: Target, *, delete: bool, exclude: Excluder, allow_empty: bool = False) -> None:
-        """Make ``target.local`` an exact mirror of ``target.url``."""
+    async def download(self, target: Target, *, delete: bool, exclude: Excluder, allow_empty: bool = False,
+                       shard: tuple[int, int] | None = None) -> None:
+        """Make ``target.local`` an exact mirror of ``target.url`` (or of one shard of it)."""
         async with root_lock(self.private, target.local, self.options.lock_timeout):
-            src, plan, digests = await self._plan(target, "download", delete, exclude)
+            src, plan, digests = await self._plan(target, "download", delete, exclude, shard)
             if src.empty:
                 if not allow_empty:
                     raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
@@ -714,8 +732,12 @@ class Engine:
         src, plan, _ = await self._plan(target, "upload", delete, exclude)
         return self.describe(target, src, plan, "upload")
 
-    async def upload(self, target: Target, *, delete: bool, exclude: Excluder) -> None:
-        """Make ``target.url`` an exact copy of ``target.local`` (a missing local path: no-op)."""
+    async def upload(self, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None) -> None:
+        """Make ``target.url`` an exact copy of ``target.local`` (a missing local path: no-op).
+
+        With ``settle``, files modified less than ``settle`` seconds ago are left for a later
+        sync (a periodic upload never sends a file that is still being written).
+        """
         exists = await anyio.to_thread.run_sync(target.local.exists)
         if not exists:
             log.info("%s does not exist; nothing to upload to %s", target.local, target.url)
@@ -723,6 +745,12 @@ class Engine:
         async with root_lock(self.private, target.local, self.options.lock_timeout):
             await self._abort_stale_multipart(target)
             src, plan, digests = await self._plan(target, "upload", delete, exclude)
+            if settle:
+                cutoff = time.time_ns() - int(settle * 1e9)
+                recent = {c.rel for c in plan.copies if not c.is_dir and src.local.files[c.rel].mtime_ns > cutoff}
+                if recent:
+                    log.debug("%s: %d files still changing; left for a later sync", target.local, len(recent))
+                    plan = dataclasses.replace(plan, copies=tuple(c for c in plan.copies if c.rel not in recent))
             await self._run_upload(target, src, plan, digests)
 
     async def _abort_stale_multipart(self, target: Target) -> None:
@@ -772,6 +800,8 @@ class Engine:
                     rec = await self._upload_file(s3, bucket, c, local_path(c.rel), bar.update)
                     if rec is not None:
                         pending.append((c.rel, rec))
+                except _Unsettled:
+                    log.info("%s is still being written; it will be uploaded by a later sync", local_path(c.rel))
                 except Exception as exc:
                     failures.append(Failure(url, translate(exc, url)))
 
@@ -833,6 +863,10 @@ class Engine:
                 async with anyio.create_task_group() as tg:
                     for i in range(count):
                         tg.start_soon(send, i)
+                # Never complete an object from bytes of a file that changed meanwhile.
+                now = await anyio.to_thread.run_sync(_local.stat_file, path)
+                if not _same_state(before, now):
+                    raise _Unsettled(str(path))
                 etag = await s3.complete_multipart(bucket, c.key, upload_id, etags)
             except BaseException:
                 if await s3.abort_multipart(bucket, c.key, upload_id, strict=True):

@@ -252,12 +252,14 @@ def download(
     delete: bool = True,
     exclude: Exclude = None,
     profile: ProfileArg = None,
+    *,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
     """Mirror an S3 prefix or object onto local disk now; return the local path.
 
     See `AsyncMirror.download` for arguments and errors. Needs an active `mirror()`.
     """
-    return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile)
+    return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile, shard=shard)
 
 
 def upload(
@@ -268,12 +270,16 @@ def upload(
     sync_on_error: bool = False,
     exclude: Exclude = None,
     profile: ProfileArg = None,
+    *,
+    settle: float | None = 2.0,
 ) -> Path:
     """Register a local path uploaded on exit and every ``interval`` seconds; return it.
 
     See `AsyncMirror.upload` for arguments and errors. Needs an active `mirror()`.
     """
-    return _current().call(AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile)
+    return _current().call(
+        AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile, settle=settle
+    )
 
 
 def sync(
@@ -285,13 +291,16 @@ def sync(
     sync_on_error: bool = False,
     exclude: Exclude = None,
     profile: ProfileArg = None,
+    *,
+    settle: float | None = 2.0,
 ) -> Path:
     """Download now, then register the same path for upload; return it.
 
     See `AsyncMirror.sync` for arguments and errors. Needs an active `mirror()`.
     """
     return _current().call(
-        AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile
+        AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile,
+        settle=settle,
     )
 
 
@@ -309,9 +318,11 @@ def plan_download(
     delete: bool = True,
     exclude: Exclude = None,
     profile: ProfileArg = None,
+    *,
+    shard: tuple[int, int] | None = None,
 ) -> TransferPlan:
     """What `download` would do, with no side effects. Needs an active `mirror()`."""
-    return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile)
+    return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard)
 
 
 def plan_upload(

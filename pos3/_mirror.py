@@ -23,6 +23,7 @@ from ._plan import TransferPlan
 from ._profiles import DEFAULT_LOCAL_NAME, Profile, resolve_profile
 from ._progress import Progress
 from ._s3 import ClientOptions
+from ._shard import check_shard
 from ._urls import S3URL, is_url_like, overlaps, parse_s3_url
 
 __all__ = ["AsyncMirror", "amirror", "default_cache_root"]
@@ -54,7 +55,16 @@ class _Upload:
     delete: bool
     sync_on_error: bool
     exclude: Excluder
+    settle: float | None = None
     last_sync: float = field(default_factory=time.monotonic)
+
+
+def _check_settle(settle: float | None) -> float | None:
+    if settle is None or settle == 0:
+        return None
+    if isinstance(settle, bool) or not isinstance(settle, int | float) or not math.isfinite(settle) or settle < 0:
+        raise ValueError(f"settle must be a non-negative number of seconds or None, not {settle!r}")
+    return float(settle)
 
 
 def _check_interval(interval: float | None) -> float | None:
@@ -224,6 +234,8 @@ class AsyncMirror:
         delete: bool = True,
         exclude: Exclude = None,
         profile: ProfileArg = None,
+        *,
+        shard: tuple[int, int] | None = None,
     ) -> Path:
         """Mirror an S3 prefix or object onto local disk now; return the local path.
 
@@ -235,6 +247,9 @@ class AsyncMirror:
             delete: Delete local files that are absent in S3 (mirror semantics).
             exclude: Glob patterns (``*``, ``**``, ``?``, ``[...]``) skipped on both sides.
             profile: Profile name or `Profile`; a profile in the URL wins.
+            shard: ``(rank, world_size)``: fetch only this rank's deterministic, byte-balanced
+                share of the files, so the nodes of a distributed job split a dataset without
+                coordination. ``None`` (default): the whole prefix.
 
         Returns:
             The local folder (or file, when ``remote`` names one object).
@@ -247,11 +262,11 @@ class AsyncMirror:
             UnsafeKeyError: A key would be written outside the folder, or two keys collide.
             TransferError: Some objects failed; the others were placed.
         """
-        return await self._download(remote, local, delete, exclude, profile, allow_empty=False)
+        return await self._download(remote, local, delete, exclude, profile, allow_empty=False, shard=shard)
 
     async def _download(
         self, remote: str | os.PathLike[str], local: str | os.PathLike[str] | None, delete: bool,
-        exclude: Exclude, profile: ProfileArg, *, allow_empty: bool,
+        exclude: Exclude, profile: ProfileArg, *, allow_empty: bool, shard: tuple[int, int] | None = None,
     ) -> Path:
         if self._is_local(remote):
             return Path(remote).expanduser().resolve()
@@ -259,7 +274,8 @@ class AsyncMirror:
         engine = self.engine
         target = self._target(remote, local, profile)
         excluder = Excluder.of(exclude)
-        params = (target.local, bool(delete), excluder.patterns, allow_empty)
+        shard = check_shard(shard)
+        params = (target.local, bool(delete), excluder.patterns, allow_empty, shard)
         key = self._key(target)
         existing = self._downloads.get(key)
         if existing is not None:
@@ -272,7 +288,7 @@ class AsyncMirror:
         self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         reg = self._downloads[key] = _Download(params, target.local)
         try:
-            await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty)
+            await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty, shard=shard)
         except BaseException as exc:
             reg.error = exc
             del self._downloads[key]
@@ -290,6 +306,8 @@ class AsyncMirror:
         sync_on_error: bool = False,
         exclude: Exclude = None,
         profile: ProfileArg = None,
+        *,
+        settle: float | None = 2.0,
     ) -> Path:
         """Register a local folder (or file) that is uploaded on exit and every ``interval`` seconds.
 
@@ -301,6 +319,9 @@ class AsyncMirror:
             sync_on_error: Upload on exit even when the block raised.
             exclude: Glob patterns skipped on both sides.
             profile: Profile name or `Profile`; a profile in the URL wins.
+            settle: A periodic upload sends a file only once it has not changed for this many
+                seconds, so a checkpoint still being written is never uploaded half-done; the
+                upload on exit sends everything. ``None`` or 0: no waiting.
 
         Returns:
             The local path to write to (a folder is created; a name with a suffix such as
@@ -319,7 +340,8 @@ class AsyncMirror:
         iv = _check_interval(interval)
         target = self._target(remote, local, profile)
         excluder = Excluder.of(exclude)
-        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns)
+        settle = _check_settle(settle)
+        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle)
         key = self._key(target)
         existing = self._uploads.get(key)
         if existing is not None:
@@ -329,7 +351,7 @@ class AsyncMirror:
         self._conflicts(target, self._downloads, "download")  # type: ignore[arg-type]
         self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         await anyio.to_thread.run_sync(self._prepare_upload_path, target)
-        self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder)
+        self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder, settle)
         if iv is not None:
             self._ensure_background()
         return target.local
@@ -352,6 +374,8 @@ class AsyncMirror:
         sync_on_error: bool = False,
         exclude: Exclude = None,
         profile: ProfileArg = None,
+        *,
+        settle: float | None = 2.0,
     ) -> Path:
         """Download now, then register the same path for upload (resume-and-save jobs).
 
@@ -366,6 +390,7 @@ class AsyncMirror:
             sync_on_error: Upload on exit even when the block raised.
             exclude: Glob patterns skipped on both sides.
             profile: Profile name or `Profile`; a profile in the URL wins.
+            settle: See `upload`.
 
         Returns:
             The local path.
@@ -378,12 +403,13 @@ class AsyncMirror:
         existing = self._uploads.get(key)
         if existing is not None and existing.params == (
             target.local, _check_interval(interval), bool(delete_remote), bool(sync_on_error),
-            Excluder.of(exclude).patterns,
+            Excluder.of(exclude).patterns, _check_settle(settle),
         ):
             return existing.target.local
         path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True)
         self._downloads.pop(key, None)
-        return await self.upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile)
+        return await self.upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile,
+                                 settle=settle)
 
     async def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
                  ) -> list[str]:
@@ -442,6 +468,8 @@ class AsyncMirror:
         delete: bool = True,
         exclude: Exclude = None,
         profile: ProfileArg = None,
+        *,
+        shard: tuple[int, int] | None = None,
     ) -> TransferPlan:
         """What `download` would do, with no side effects (nothing is written or registered).
 
@@ -451,7 +479,8 @@ class AsyncMirror:
         if self._is_local(remote):
             return TransferPlan()
         target = self._target(str(remote), local, profile)
-        return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude))
+        return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude),
+                                               shard=check_shard(shard))
 
     async def plan_upload(
         self,
@@ -485,13 +514,14 @@ class AsyncMirror:
 
     # ------------------------------------------------------------------ uploads
 
-    async def _sync_uploads(self, uploads: Sequence[_Upload]) -> None:
+    async def _sync_uploads(self, uploads: Sequence[_Upload], *, quiescent: bool = False) -> None:
         failures: list[Failure] = []
         engine = self.engine
 
         async def one(u: _Upload) -> None:
             try:
-                await engine.upload(u.target, delete=u.delete, exclude=u.exclude)
+                await engine.upload(u.target, delete=u.delete, exclude=u.exclude,
+                                    settle=u.settle if quiescent else None)
             except TransferError as exc:
                 failures.extend(exc.failures)
             except Pos3Error as exc:
@@ -519,15 +549,15 @@ class AsyncMirror:
             self._background_scope = scope
             while True:
                 now = time.monotonic()
-                if self._requested:
-                    self._requested = False
+                requested, self._requested = self._requested, False
+                if requested:
                     due = list(self._uploads.values())
                 else:
                     due = [u for u in self._uploads.values()
                            if u.interval is not None and now - u.last_sync >= u.interval]
                 if due:
                     try:
-                        await self._sync_uploads(due)
+                        await self._sync_uploads(due, quiescent=not requested)
                     except Exception as exc:  # the one documented exception: retried next interval
                         log.warning("pos3: background upload failed, retrying at the next interval: %s", exc)
                 waits = [u.last_sync + u.interval - time.monotonic() for u in self._uploads.values()
