@@ -66,26 +66,48 @@ def parse_s3_url(url: str) -> S3URL:
     Raises:
         InvalidURLError: The string is not a well-formed ``s3://`` URL.
     """
+    shown = _redacted(url)
     if not url.startswith("s3://"):
         if url.lower().startswith("s3://"):
-            raise InvalidURLError(f"{url!r}: the scheme must be lowercase 's3://'")
-        raise InvalidURLError(f"{url!r}: not an S3 URL; expected s3://bucket/key")
+            raise InvalidURLError(f"{shown!r}: the scheme must be lowercase 's3://'")
+        raise InvalidURLError(f"{shown!r}: not an S3 URL; expected s3://bucket/key")
     rest = url[len("s3://") :]
     authority, _, key = rest.partition("/")
     profile: str | None = None
     if "@" in authority:
         profile, _, authority = authority.rpartition("@")
         if not profile:
-            raise InvalidURLError(f"{url!r}: empty profile name before '@'")
+            raise InvalidURLError(f"{shown!r}: empty profile name before '@'")
+        if ":" in profile:
+            raise InvalidURLError(
+                f"{shown!r}: credentials do not belong in a URL; register a profile and write s3://name@bucket/key"
+            )
         if not _PROFILE.match(profile):
-            raise InvalidURLError(f"{url!r}: profile name {profile!r} may use only letters, digits, '-', '_'")
+            raise InvalidURLError(f"{shown!r}: profile name {profile!r} may use only letters, digits, '-', '_'")
     if not authority:
-        raise InvalidURLError(f"{url!r}: missing bucket name; expected s3://bucket/key")
+        raise InvalidURLError(f"{shown!r}: missing bucket name; expected s3://bucket/key")
     if not _BUCKET.match(authority):
-        raise InvalidURLError(f"{url!r}: {authority!r} is not a valid bucket name")
+        what = repr(authority) if shown == url else "the part before the first '/'"
+        raise InvalidURLError(f"{shown!r}: {what} is not a valid bucket name")
     if "\x00" in key:
-        raise InvalidURLError(f"{url!r}: the key contains a NUL character")
-    return S3URL(bucket=authority, key=key, profile=profile, trailing_slash=key.endswith("/"))
+        raise InvalidURLError(f"{shown!r}: the key contains a NUL character")
+    if any(part in (".", "..") for part in key.split("/")):
+        # The key names the local folder too (<cache>/<bucket>/<key>): '..' would leave it.
+        raise InvalidURLError(f"{shown!r}: a '.' or '..' segment in the key; name the key without it")
+    return S3URL(bucket=authority, key=key, profile=profile, trailing_slash=rest.endswith("/"))
+
+
+def _redacted(url: str) -> str:
+    """``url`` safe to show in an error: ``user:secret@`` after the scheme becomes ``***@``.
+
+    Secrets may hold ``/`` and ``+``, so everything up to the last ``@`` goes when it holds a
+    ``:``. Only messages about invalid URLs use this.
+    """
+    scheme, sep, rest = url.partition("://")
+    before, at, after = rest.rpartition("@")
+    if sep and at and ":" in before:
+        return f"{scheme}://***@{after}"
+    return url
 
 
 def overlaps(left: str, right: str) -> bool:
