@@ -465,3 +465,37 @@ async def test_request_checksum_knob_and_path_style(open_mirror: Any, open_provi
     puts = [r for r in open_provider.requests(name)[seeded:] if r[0] == "PUT"]
     assert puts and all(p.startswith(f"/{name}/") for _, p, _, _ in puts)  # path-style addressing
     assert all(checksum == (setting == "when_supported") for _, _, _, checksum in puts)
+
+
+async def test_every_call_takes_a_profile(open_mirror: Any, auth_provider: Provider, cache_root: Path) -> None:
+    name = auth_provider.bucket({"s/a.txt": b"a", "p/b.txt": b"b"})
+    _register_alice(auth_provider)
+    root = cache_root.resolve()
+    async with open_mirror() as m:
+        plan = await m.plan_download(f"s3://{name}/p", profile="b")
+        assert [dst for _, dst in plan.to_copy] == [str(root / "b" / name / "p" / "b.txt")]
+        synced = await m.sync(f"s3://{name}/s", profile="b")
+        (Path(synced) / "new.txt").write_bytes(b"new")
+        up_plan = await m.plan_upload(f"s3://{name}/s", profile="b")
+        assert up_plan.to_copy == [(str(root / "b" / name / "s" / "new.txt"), f"s3://{name}/s/new.txt")]
+    assert Path(synced) == root / "b" / name / "s"
+    assert remote_tree(auth_provider.admin, name, "s/") == {"s/a.txt": b"a", "s/new.txt": b"new"}
+
+
+async def test_default_chain_honours_aws_profile_and_the_config_files(
+    open_mirror: Any, auth_provider: Provider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache_root: Path
+) -> None:
+    name = auth_provider.bucket({"k.txt": b"via ~/.aws"})
+    config, creds = tmp_path / "aws-config", tmp_path / "aws-credentials"
+    config.write_text(f"[profile alice]\nregion = us-east-1\nendpoint_url = {auth_provider.endpoint}\n")
+    creds.write_text(f"[alice]\naws_access_key_id = {auth_provider.access_key}\n"
+                     f"aws_secret_access_key = {auth_provider.secret_key}\n")
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_PROFILE", "alice")
+    async with open_mirror() as m:
+        got = await m.download(f"s3://{name}/k.txt")
+    assert Path(got) == cache_root.resolve() / "_" / name / "k.txt"
+    assert Path(got).read_bytes() == b"via ~/.aws"
