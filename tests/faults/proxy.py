@@ -228,6 +228,7 @@ class FaultProxy:
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
         self.errors: list[BaseException] = []
+        self.body_bytes = 0  # response body bytes relayed to clients
 
     # ------------------------------------------------------------------ control
 
@@ -406,6 +407,7 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
             sent += len(data)
+            self.body_bytes += len(data)
             if action.kind == "latency" and action.delay:
                 await asyncio.sleep(action.delay)
         return not close
