@@ -340,6 +340,18 @@ def test_sync_downloads_then_uploads_once(server: CountingMotoServer, s3: Any, b
         f"(dryrun) download: s3://{bucket}/job/remote.txt to {work / 'remote.txt'} (new)",
         f"(dryrun) upload: {work / 'local.txt'} to s3://{bucket}/job/local.txt (new)",
     ])
+    # With --delete the download removes the local-only file first, so nothing is left to upload.
+    res = run("sync", url, "--local", str(work), "-n", "--delete", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert sorted(res.stdout.splitlines()) == sorted([
+        f"(dryrun) download: s3://{bucket}/job/both.txt to {work / 'both.txt'} (changed)",
+        f"(dryrun) download: s3://{bucket}/job/remote.txt to {work / 'remote.txt'} (new)",
+        f"(dryrun) delete: {work / 'local.txt'} (absent from source)",
+    ])
+    # An empty prefix: nothing to download, everything local to upload.
+    res = run("sync", f"s3://{bucket}/other-job", "--local", str(work), "-n", "--json", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert {(a["direction"], a["reason"]) for a in json.loads(res.stdout)["actions"]} == {("upload", "new")}
     assert tree_snapshot(work) == before_fs and bucket_snapshot(s3, bucket) == before_s3
 
     res = run("sync", url, "--local", str(work), cache_root=cache_root)
