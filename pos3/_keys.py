@@ -3,6 +3,7 @@
 A key becomes a path only through `relative_path()`: a key that would leave its folder
 (``..``, an absolute path, a backslash, a NUL) is refused, and keys that land on the same
 path (``a//b`` and ``a/b``) are reported by `find_collisions()` instead of being merged.
+The name `RESERVED_NAME` is pos3's own (partial files); a key using it is refused too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from collections.abc import Iterable
 
 from ._errors import UnsafeKeyError
 
-__all__ = ["find_collisions", "join_key", "relative_path"]
+__all__ = ["RESERVED_NAME", "find_collisions", "join_key", "relative_path"]
 
 _MAX_NAME_BYTES = 255
+
+# The staging folder of partial files; scans skip it at every depth, so a key with this
+# segment would be re-downloaded forever, and one at the top would be wiped by the clean-up.
+RESERVED_NAME = ".pos3-staging"
 
 
 def relative_path(key: str, prefix: str) -> str:
@@ -44,6 +49,8 @@ def relative_path(key: str, prefix: str) -> str:
     for part in parts:
         if part in (".", ".."):
             raise UnsafeKeyError(f"key {key!r}: a {part!r} segment would leave the download folder")
+        if part == RESERVED_NAME:
+            raise UnsafeKeyError(f"key {key!r}: the name {RESERVED_NAME!r} is reserved for pos3's partial files")
         if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
             raise UnsafeKeyError(f"key {key!r}: a segment is longer than {_MAX_NAME_BYTES} bytes")
     return "/".join(parts)
