@@ -99,6 +99,11 @@ def final_download(prefix: str, remote: RemoteWorld, local: LocalWorld, records:
     # Determinism: the same inputs give the same plan (a dry run shows exactly what runs).
     assert plan == plan_download(prefix, remote.tree(prefix), local.tree(), records, delete=delete,
                                  exclude=exclude, evidence=evidence)
+    # ... whatever order the listing and the scan came in.
+    shuffled_remote = RemoteTree(dict(reversed(remote.tree(prefix).files.items())), frozenset(remote.markers))
+    shuffled_local = LocalTree(dict(reversed(local.tree().files.items())), frozenset(local.dirs))
+    assert plan == plan_download(prefix, shuffled_remote, shuffled_local, dict(reversed(records.items())),
+                                 delete=delete, exclude=exclude, evidence=evidence)
     # Evidence only settles checks: it never changes clears or deletes.
     assert (plan.clear, plan.deletes) == (first.clear, first.deletes)
     return plan
@@ -204,6 +209,10 @@ def final_upload(prefix: str, local: LocalWorld, remote: RemoteWorld, records: d
     assert plan.final and not plan.clear
     assert plan == plan_upload(prefix, local.tree(), remote.tree(prefix), records, delete=delete,
                                exclude=exclude, evidence=evidence)
+    shuffled_remote = RemoteTree(dict(reversed(remote.tree(prefix).files.items())), frozenset(remote.markers))
+    shuffled_local = LocalTree(dict(reversed(local.tree().files.items())), frozenset(local.dirs))
+    assert plan == plan_upload(prefix, shuffled_local, shuffled_remote, dict(reversed(records.items())),
+                               delete=delete, exclude=exclude, evidence=evidence)
     assert plan.deletes == first.deletes
     return plan
 
