@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -161,6 +162,14 @@ def _body_errors() -> tuple[type[BaseException], ...]:
 
 
 _BODY_ERRORS = _body_errors()
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+def _name_path(exc: OSError, path: Path, url: str) -> OSError:
+    """A local disk error (full, read-only...) that names the file it was writing, else ``exc``."""
+    if exc.filename is not None or exc.errno not in _DISK_ERRNOS:
+        return exc
+    return OSError(exc.errno, f"{exc.strerror} (downloading {url})", str(path))
 
 
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
@@ -658,9 +667,15 @@ class Engine:
                 fh = None
                 lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
             return etag, meta, h.xxh3, lf
+        except OSError as exc:
+            named = _name_path(exc, final, url)
+            if named is exc:
+                raise
+            raise named from exc
         finally:
             if fh is not None:
-                fh.close()
+                with contextlib.suppress(OSError):
+                    fh.close()
 
     async def _ranged_get(
         self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object]
@@ -716,6 +731,11 @@ class Engine:
                     tg.start_soon(guarded, i)
             if failures:
                 raise failures[0]
+        except OSError as exc:
+            named = _name_path(exc, tmp, url)
+            if named is exc:
+                raise
+            raise named from exc
         finally:
             await anyio.to_thread.run_sync(os.close, fd)
         etag, meta = info["etag"], info["meta"]

@@ -113,9 +113,10 @@ def _redacted(url: str) -> str:
 def overlaps(left: str, right: str) -> bool:
     """Whether two key prefixes of one bucket overlap as folders (equal, parent or child).
 
-    ``data`` overlaps ``data/x`` but not ``data_v2``.
+    ``data`` overlaps ``data/x`` but not ``data_v2``. Empty segments do not count (``a//b``
+    overlaps ``a/b``): both name the same local folder.
     """
-    a, b = left.strip("/"), right.strip("/")
-    if a == b or not a or not b:
-        return True
-    return a.startswith(b + "/") or b.startswith(a + "/")
+    a = [p for p in left.split("/") if p]
+    b = [p for p in right.split("/") if p]
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]

@@ -113,11 +113,13 @@ def test_overlap_examples() -> None:
     assert overlaps("data/x/y", "data")
     assert overlaps("", "anything")
     assert not overlaps("a/b", "a/c")
+    assert overlaps("a//b", "a/b/c")  # one local folder either way
 
 
 # ---------------------------------------------------------------------------------------------- properties
 
 segment = st.sampled_from(["a", "b", "ab", "a_b", "a-b", "a.b", "x y"])
+loose = st.lists(st.sampled_from(["a", "b", "ab", ""]), max_size=4)
 key_parts = st.lists(segment, max_size=4)
 buckets = st.from_regex(r"[a-z0-9][a-z0-9.\-]{0,20}", fullmatch=True)
 profiles = st.none() | st.from_regex(r"[A-Za-z0-9_\-]{1,12}", fullmatch=True)
@@ -142,3 +144,11 @@ def test_overlap_is_segment_prefix(left: list[str], right: list[str], ls: bool, 
     n = min(len(left), len(right))
     assert overlaps(a, b) == (left[:n] == right[:n])
     assert overlaps(a, b) == overlaps(b, a)
+
+
+@PROPERTY
+@given(loose, loose)
+def test_overlap_ignores_empty_segments(left: list[str], right: list[str]) -> None:
+    a, b = [p for p in left if p], [p for p in right if p]
+    n = min(len(a), len(b))
+    assert overlaps("/".join(left), "/".join(right)) == (a[:n] == b[:n])
