@@ -45,10 +45,12 @@ from ._plan import (
     LocalFile,
     LocalTree,
     Plan,
+    Reason,
     Record,
     RemoteFile,
     RemoteTree,
     TransferPlan,
+    ancestors,
     plan_download,
     plan_upload,
 )
@@ -56,6 +58,7 @@ from ._profiles import Profile
 from ._progress import Progress
 from ._s3 import META_XXH3, ClientOptions, ClientPool
 from ._shard import shard_members
+from ._snapshot import Manifest, SnapshotLayout, garbage, newest_complete
 from ._state import StateStore, root_lock
 from ._urls import S3URL
 
@@ -436,6 +439,8 @@ class Engine:
     async def _plan(self, target: Target, direction: str, delete: bool, exclude: Excluder,
                     shard: tuple[int, int] | None = None) -> tuple[_Sources, Plan, dict[str, str]]:
         src = await self._gather(target, direction=direction)
+        if direction == "download" and not src.single:
+            await self._use_snapshot(target, src)
         if shard is not None and not src.single:
             files = src.remote.files
             chosen = shard_members({r: f.size for r, f in files.items() if not exclude.excluded(r)}, *shard)
@@ -899,6 +904,153 @@ class Engine:
             log.warning("%s changed while it was uploaded to %s; it will be sent again next sync", path, url)
             return None
         return Record(c.key, etag, size, before.size, before.mtime_ns, before.inode, xxh)
+
+    # ------------------------------------------------------------------ atomic snapshots
+
+    async def _read_small(self, s3: Any, bucket: str, key: str) -> bytes:
+        async with self.limiter, s3.get(bucket, key) as (body, _):
+            data: bytes = await body.read()
+            return data
+
+    async def _newest_snapshot(
+        self, s3: Any, bucket: str, layout: SnapshotLayout, keys: Mapping[str, RemoteFile]
+    ) -> Manifest | None:
+        """The newest commit below ``layout`` whose objects all exist in ``keys`` (by key)."""
+        seqs = sorted((seq, k) for k in keys if (seq := layout.commit_seq(k)) is not None)
+        for _, key in reversed(seqs):
+            manifest = Manifest.from_json(await self._read_small(s3, bucket, key), f"s3://{bucket}/{key}")
+            found = newest_complete(layout, [manifest], keys)
+            if found is not None:
+                return found
+        return None
+
+    async def _use_snapshot(self, target: Target, src: _Sources) -> None:
+        """If the prefix was published atomically, mirror its newest complete commit only."""
+        layout = SnapshotLayout(src.prefix)
+        by_key = {f.key: f for f in src.remote.files.values()}
+        if not any(layout.commit_seq(k) is not None for k in by_key):
+            return
+        s3 = await self.pool.get(target.profile)
+        manifest = await self._newest_snapshot(s3, target.url.bucket, layout, by_key)
+        if manifest is None:
+            raise NotFoundError(f"{target.url}: no complete snapshot (a publish is under way?)", url=str(target.url))
+        files: dict[str, RemoteFile] = {}
+        for rel, (xxh3, size) in manifest.files.items():
+            obj = by_key[layout.object_key(xxh3)]
+            files[rel] = RemoteFile(obj.key, size, obj.etag, obj.last_modified)
+        src.remote = RemoteTree(files, frozenset(manifest.dirs))
+
+    async def publish(self, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None) -> None:
+        """Upload a folder as one atomic snapshot: missing objects first, the commit last.
+
+        Readers that `download` the prefix see the previous snapshot or this one, never a mix.
+        With ``settle``, nothing is published while a file changed less than ``settle`` s ago.
+        """
+        root = target.local
+        if not await anyio.to_thread.run_sync(root.is_dir):
+            log.info("%s is not a folder; nothing to publish to %s", root, target.url)
+            return
+        url, bucket = target.url, target.url.bucket
+        layout = SnapshotLayout(url.dir_prefix)
+        s3 = await self.pool.get(target.profile)
+        store = await self.store()
+        async with root_lock(self.private, root, self.options.lock_timeout):
+            box: dict[str, Any] = {}
+
+            async def do_list() -> None:
+                box["listing"] = await s3.list_all(bucket, layout.root)
+
+            async def do_scan() -> None:
+                box["local"] = await anyio.to_thread.run_sync(_local.scan, root)
+
+            async def do_records() -> None:
+                box["records"] = await anyio.to_thread.run_sync(store.load, root)
+
+            await run_all(do_list, do_scan, do_records)
+            local: LocalTree = box["local"]
+            records: dict[str, Record] = box["records"]
+            keys = {f.key: f for f in box["listing"].files}
+            previous = await self._newest_snapshot(s3, bucket, layout, keys)
+            files = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
+            if settle:
+                cutoff = time.time_ns() - int(settle * 1e9)
+                if any(f.mtime_ns > cutoff for f in files.values()):
+                    log.debug("%s: files still changing; publish left for a later sync", root)
+                    return
+
+            digests: dict[str, str] = {}
+
+            async def fingerprint(rel: str, lf: LocalFile) -> None:
+                rec = records.get(rel)
+                if rec is not None and rec.same_stat(lf) and rec.key == layout.object_key(rec.xxh3):
+                    digests[rel] = rec.xxh3
+                    return
+                async with self.hash_limiter:
+                    digests[rel] = (await anyio.to_thread.run_sync(file_digests, root / rel, False)).xxh3
+
+            async with anyio.create_task_group() as tg:
+                for rel, lf in files.items():
+                    tg.start_soon(fingerprint, rel, lf)
+
+            failures: list[Failure] = []
+            pending: list[tuple[str, Record]] = []
+            uploaded: dict[str, str] = {}  # object key -> etag
+            wanted: dict[str, tuple[str, int]] = {}
+            for rel, lf in sorted(files.items()):
+                key = layout.object_key(digests[rel])
+                if key not in keys and key not in wanted:
+                    wanted[key] = (rel, lf.size)
+            total = sum(size for _, size in wanted.values())
+            with self.progress.bar(f"publish {url}", total) as bar:
+
+                async def send(c: Copy) -> None:
+                    blob = c.key
+                    try:
+                        rec = await self._upload_file(s3, bucket, c, root / c.rel, bar.update)
+                        if rec is None or layout.object_key(rec.xxh3) != blob:
+                            # The file changed after it was fingerprinted: never keep a misnamed object.
+                            await s3.delete_many(bucket, [blob])
+                            raise _Unsettled(str(root / c.rel))
+                        uploaded[blob] = rec.etag
+                    except _Unsettled as exc:
+                        failures.append(Failure(str(root / c.rel), RuntimeError(f"{exc}: changed while publishing")))
+                    except Exception as exc:
+                        failures.append(Failure(url.child(blob), translate(exc, url.child(blob))))
+
+                async with anyio.create_task_group() as tg:
+                    for blob, (rel, size) in wanted.items():
+                        c = Copy(rel, blob, size, Reason.NEW)
+                        if size <= self.options.multipart_threshold:
+                            await self._start_limited(tg, send, c)
+                        else:
+                            tg.start_soon(send, c)
+            if failures:
+                raise TransferError("upload", failures)
+
+            entries = {rel: (digests[rel], lf.size) for rel, lf in files.items()}
+            if not delete and previous is not None:
+                for rel, entry in previous.files.items():
+                    entries.setdefault(rel, entry)
+            nonempty = {a for rel in [*files, *local.dirs] for a in ancestors(rel)}
+            dirs = tuple(sorted(d for d in local.dirs - nonempty if not exclude.excluded(d)))
+            top = max((seq for k in keys if (seq := layout.commit_seq(k)) is not None), default=0)
+            manifest = Manifest(top + 1, entries, dirs)
+            if not manifest.same_content(previous):
+                async with self.limiter:
+                    await s3.put(bucket, layout.commit_key(manifest.seq), manifest.to_json(), {})
+                kept = [manifest] + ([previous] if previous is not None else [])
+                commit_keys = [k for k in keys if layout.commit_seq(k) is not None]
+                objects = [k for k in [*keys, *uploaded] if k.startswith(layout.objects)]
+                junk = garbage(layout, commit_keys, kept, objects)
+                for i in range(0, len(junk), 1000):
+                    async with self.limiter:
+                        for key, err in await s3.delete_many(bucket, junk[i : i + 1000]):
+                            log.warning("could not remove old snapshot data %s: %s", url.child(key), err)
+            for rel, lf in files.items():
+                blob = layout.object_key(digests[rel])
+                etag = uploaded.get(blob) or (keys[blob].etag if blob in keys else "")
+                pending.append((rel, Record(blob, etag, lf.size, lf.size, lf.mtime_ns, lf.inode, digests[rel])))
+            await anyio.to_thread.run_sync(store.write, root, pending, ())
 
     # ------------------------------------------------------------------ listing
 

@@ -272,13 +272,15 @@ def upload(
     profile: ProfileArg = None,
     *,
     settle: float | None = 2.0,
+    atomic: bool = False,
 ) -> Path:
     """Register a local path uploaded on exit and every ``interval`` seconds; return it.
 
     See `AsyncMirror.upload` for arguments and errors. Needs an active `mirror()`.
     """
     return _current().call(
-        AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile, settle=settle
+        AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile, settle=settle,
+        atomic=atomic,
     )
 
 
@@ -293,6 +295,7 @@ def sync(
     profile: ProfileArg = None,
     *,
     settle: float | None = 2.0,
+    atomic: bool = False,
 ) -> Path:
     """Download now, then register the same path for upload; return it.
 
@@ -300,7 +303,7 @@ def sync(
     """
     return _current().call(
         AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile,
-        settle=settle,
+        settle=settle, atomic=atomic,
     )
 
 

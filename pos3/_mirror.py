@@ -56,6 +56,7 @@ class _Upload:
     sync_on_error: bool
     exclude: Excluder
     settle: float | None = None
+    atomic: bool = False
     last_sync: float = field(default_factory=time.monotonic)
 
 
@@ -308,6 +309,7 @@ class AsyncMirror:
         profile: ProfileArg = None,
         *,
         settle: float | None = 2.0,
+        atomic: bool = False,
     ) -> Path:
         """Register a local folder (or file) that is uploaded on exit and every ``interval`` seconds.
 
@@ -322,6 +324,10 @@ class AsyncMirror:
             settle: A periodic upload sends a file only once it has not changed for this many
                 seconds, so a checkpoint still being written is never uploaded half-done; the
                 upload on exit sends everything. ``None`` or 0: no waiting.
+            atomic: Publish the folder as one snapshot (objects first, a commit written last):
+                a `download` of the prefix elsewhere sees the previous snapshot or the new one,
+                never half of it. The objects are stored by content below ``<prefix>/.pos3/``;
+                read them back with pos3's `download`.
 
         Returns:
             The local path to write to (a folder is created; a name with a suffix such as
@@ -341,7 +347,7 @@ class AsyncMirror:
         target = self._target(remote, local, profile)
         excluder = Excluder.of(exclude)
         settle = _check_settle(settle)
-        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle)
+        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle, bool(atomic))
         key = self._key(target)
         existing = self._uploads.get(key)
         if existing is not None:
@@ -351,7 +357,8 @@ class AsyncMirror:
         self._conflicts(target, self._downloads, "download")  # type: ignore[arg-type]
         self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         await anyio.to_thread.run_sync(self._prepare_upload_path, target)
-        self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder, settle)
+        self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder, settle,
+                                     bool(atomic))
         if iv is not None:
             self._ensure_background()
         return target.local
@@ -376,6 +383,7 @@ class AsyncMirror:
         profile: ProfileArg = None,
         *,
         settle: float | None = 2.0,
+        atomic: bool = False,
     ) -> Path:
         """Download now, then register the same path for upload (resume-and-save jobs).
 
@@ -391,6 +399,7 @@ class AsyncMirror:
             exclude: Glob patterns skipped on both sides.
             profile: Profile name or `Profile`; a profile in the URL wins.
             settle: See `upload`.
+            atomic: See `upload`.
 
         Returns:
             The local path.
@@ -403,13 +412,13 @@ class AsyncMirror:
         existing = self._uploads.get(key)
         if existing is not None and existing.params == (
             target.local, _check_interval(interval), bool(delete_remote), bool(sync_on_error),
-            Excluder.of(exclude).patterns, _check_settle(settle),
+            Excluder.of(exclude).patterns, _check_settle(settle), bool(atomic),
         ):
             return existing.target.local
         path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True)
         self._downloads.pop(key, None)
         return await self.upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile,
-                                 settle=settle)
+                                 settle=settle, atomic=atomic)
 
     async def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
                  ) -> list[str]:
@@ -520,8 +529,8 @@ class AsyncMirror:
 
         async def one(u: _Upload) -> None:
             try:
-                await engine.upload(u.target, delete=u.delete, exclude=u.exclude,
-                                    settle=u.settle if quiescent else None)
+                run = engine.publish if u.atomic else engine.upload
+                await run(u.target, delete=u.delete, exclude=u.exclude, settle=u.settle if quiescent else None)
             except TransferError as exc:
                 failures.extend(exc.failures)
             except Pos3Error as exc:

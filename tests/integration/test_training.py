@@ -10,6 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
+import pos3
+
 from tests.conftest import local_tree, put, remote_tree
 
 pytestmark = pytest.mark.anyio
@@ -74,3 +76,86 @@ async def test_background_upload_never_sends_a_file_still_being_written(
     final = remote_tree(s3, bucket, "ckpt/")["ckpt/model.bin"]
     assert final == rest_states[-1]
     assert seen <= set(rest_states), "an upload sent a state the file never had at rest"
+
+
+async def test_atomic_publish_round_trip_and_incremental(
+    open_mirror: Any, s3: Any, bucket: str, server: Any, tmp_path: Path
+) -> None:
+    src = tmp_path / "ckpt"
+    (src / "shards").mkdir(parents=True)
+    (src / "empty").mkdir()
+    (src / "model.pt").write_bytes(b"weights v1")
+    (src / "shards" / "0").write_bytes(b"shard zero")
+    async with open_mirror() as m:
+        await m.upload(f"s3://{bucket}/run/ckpt", local=src, interval=None, atomic=True)
+    async with open_mirror() as m:
+        got = await m.download(f"s3://{bucket}/run/ckpt", local=tmp_path / "reader")
+    assert local_tree(got) == local_tree(src)
+    assert (got / "empty").is_dir()
+
+    (src / "model.pt").write_bytes(b"weights v2!")
+    server.log.clear()
+    async with open_mirror() as m:
+        await m.upload(f"s3://{bucket}/run/ckpt", local=src, interval=None, atomic=True)
+    assert server.log.count("PUT") == 2  # the changed object and the commit; "shard zero" is reused
+    async with open_mirror() as m:
+        await m.download(f"s3://{bucket}/run/ckpt", local=tmp_path / "reader")
+    assert local_tree(got) == local_tree(src)
+
+
+async def test_half_published_snapshot_is_ignored(open_mirror: Any, s3: Any, bucket: str, tmp_path: Path) -> None:
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "a").write_bytes(b"old a")
+    async with open_mirror() as m:
+        await m.upload(f"s3://{bucket}/ck", local=src, interval=None, atomic=True)
+    commits = [k for k in remote_tree(s3, bucket, "ck/.pos3/commits/")]
+    assert len(commits) == 1
+    # A newer commit whose objects never arrived (a writer killed between the two steps, or a
+    # commit that raced ahead): readers must keep seeing the complete snapshot.
+    s3.put_object(Bucket=bucket, Key="ck/.pos3/commits/000000000099.json",
+                  Body=b'{"format": "pos3-snapshot/1", "seq": 99, "files": {"a": {"xxh3": "'
+                  + b"f" * 32 + b'", "size": 5}}, "dirs": []}')
+    s3.put_object(Bucket=bucket, Key="ck/.pos3/objects/" + "e" * 32, Body=b"stray object")
+    async with open_mirror() as m:
+        got = await m.download(f"s3://{bucket}/ck", local=tmp_path / "r")
+    assert local_tree(got) == {"a": b"old a"}
+
+
+async def test_reader_during_publish_sees_old_or_new_never_a_mix(
+    s3: Any, bucket: str, tmp_path: Path, cache_root: Path
+) -> None:
+    # Writer and readers are separate mirrors at once (separate jobs in real life): amirror.
+    def open_mirror() -> Any:
+        return pos3.amirror(cache_root=cache_root, show_progress=False)
+
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    old = {f"f{i:02}": b"old-%02d" % i for i in range(30)}
+    new = {f"f{i:02}": b"NEW-%02d" % i for i in range(30)}
+    for name, data in old.items():
+        (src / name).write_bytes(data)
+    async with open_mirror() as m:
+        await m.upload(f"s3://{bucket}/ck", local=src, interval=None, atomic=True)
+    for name, data in new.items():
+        (src / name).write_bytes(data)
+    seen: list[dict[str, bytes]] = []
+    done = anyio.Event()
+    async with open_mirror() as writer, anyio.create_task_group() as tg:
+
+        async def publish() -> None:
+            await writer.upload(f"s3://{bucket}/ck", local=src, interval=None, atomic=True)
+            await writer.flush()
+            done.set()
+
+        tg.start_soon(publish)
+        for i in range(60):  # bounded
+            async with open_mirror() as reader:
+                got = await reader.download(f"s3://{bucket}/ck", local=tmp_path / f"r{i}")
+            seen.append(local_tree(got))
+            if done.is_set():
+                break
+    async with open_mirror() as reader:
+        final = await reader.download(f"s3://{bucket}/ck", local=tmp_path / "final")
+    assert local_tree(final) == new
+    assert seen and all(tree in (old, new) for tree in seen)
