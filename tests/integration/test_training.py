@@ -1,4 +1,4 @@
-"""Features for training jobs: sharded downloads, quiescent background uploads."""
+"""Features for training jobs: sharded downloads, quiescent uploads, atomic checkpoint publishing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import anyio
 import pytest
 
 import pos3
-
 from tests.conftest import local_tree, put, remote_tree
 
 pytestmark = pytest.mark.anyio
