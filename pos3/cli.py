@@ -315,7 +315,10 @@ def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
+    for old in [h for h in log.handlers if getattr(h, "_pos3_cli", False)]:  # main() may run twice in a process
+        log.removeHandler(old)
     handler = logging.StreamHandler(sys.stderr)
+    handler._pos3_cli = True  # type: ignore[attr-defined]
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     if quiet:
         verbose = 0
