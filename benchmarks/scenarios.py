@@ -115,6 +115,7 @@ class Runner:
         self.logs = work / "logs"
         self.manifests: dict[str, Manifest] = {}
         self.results: list[RunResult] = []
+        self._synced: dict[str, Path] = {}  # client -> a run dir whose dest/ matches the tree
 
     # ---------------------------------------------------------------- setup
 
@@ -194,20 +195,26 @@ class Runner:
                 shutil.rmtree(base, ignore_errors=True)
 
     def _resync(self, sc: Scenario) -> None:
+        """Re-sync scenarios share one first download per client: no-op runs leave it as they found it."""
         ds = sc.dataset
         original = self.manifests[ds.name]
         for client in self.clients:
             if not client.syncs:
                 continue
-            base = self._fresh(sc.key, client.key)
+            base = self._synced.pop(client.key, None)
+            if base is None:
+                base = self._fresh("resync", client.key)
+                prep, _ = self._measure(sc, client, -1, "sync", ds.prefix, base / "dest", base / "cache",
+                                        record=False)
+                problem = ds_mod.verify_local(base / "dest", original) if prep.status == "ok" else prep.detail
+                if problem is not None:
+                    self.results.append(RunResult(sc.key, client.key, 0, "failed", f"first download: {problem}"))
+                    self.say(f"    {client.key:<9} first download failed: {problem[:200]}")
+                    shutil.rmtree(base, ignore_errors=True)
+                    continue
             local, cache = base / "dest", base / "cache"
-            prep, _ = self._measure(sc, client, -1, "sync", ds.prefix, local, cache, record=False)
-            problem = ds_mod.verify_local(local, original) if prep.status == "ok" else prep.detail
-            if problem is not None:
-                self.results.append(RunResult(sc.key, client.key, 0, "failed", f"first download: {problem}"))
-                self.say(f"    {client.key:<9} first download failed: {problem[:200]}")
-                continue
             current = original
+            keep = False
             try:
                 for run in range(self.cfg.runs):
                     if sc.kind == "changed":
@@ -216,10 +223,15 @@ class Runner:
                                                 version=run + 1)
                     res, _ = self._measure(sc, client, run, "sync", ds.prefix, local, cache)
                     self._check(res, ds_mod.verify_local(local, current) if res.status == "ok" else None)
+                keep = sc.kind == "noop" and all(
+                    r.status == "ok" for r in self.results if r.scenario == sc.key and r.client == client.key)
             finally:
                 if current is not original:
                     ds_mod.restore(self.s3, BUCKET, ds, self.data, original, current)
-                shutil.rmtree(base, ignore_errors=True)
+                if keep:
+                    self._synced[client.key] = base
+                else:
+                    shutil.rmtree(base, ignore_errors=True)
 
     def _upload_noop(self, sc: Scenario) -> None:
         ds = sc.dataset
