@@ -529,3 +529,33 @@ def test_transfer_plan_lists_steps_in_order_with_reasons() -> None:
     assert tp.to_copy == [("s3://b/p/a/b", "/L/a/b")]
     assert tp.to_delete == ["/L/a", "/L/z"]
     assert tp.total_bytes == 2
+
+
+@pytest.mark.parametrize(
+    ("local", "records", "evidence", "expected"),
+    [
+        (LocalTree(), {}, None, Plan(copies=(Copy("", "k.bin", 3, Reason.NEW),))),
+        (LocalTree(), {"": rec("k.bin", "abc")}, None, Plan(copies=(Copy("", "k.bin", 3, Reason.MISSING),))),
+        (LocalTree({"": lf("abc", 1, 1)}), {"": rec("k.bin", "abc")}, None, Plan()),
+        (LocalTree({"": lf("abc", 2, 1)}), {"": rec("k.bin", "abc")}, {"": True}, Plan(refresh=("",))),
+        (LocalTree({"": lf("abd", 2, 1)}), {"": rec("k.bin", "abc")}, {"": False},
+         Plan(copies=(Copy("", "k.bin", 3, Reason.CHANGED_LOCAL),))),
+        (LocalTree({"": lf("abc", 1, 1)}), {"": rec("k.bin", "xyz")}, None,
+         Plan(copies=(Copy("", "k.bin", 3, Reason.CHANGED_REMOTE),))),
+        (LocalTree({"": lf("abc")}), {}, {"": True}, Plan(adopt=("",))),
+        (LocalTree({"": lf("ab")}), {}, None, Plan(copies=(Copy("", "k.bin", 3, Reason.CHANGED),))),
+    ],
+)
+def test_download_of_a_single_object(local: LocalTree, records: dict[str, Record], evidence: dict[str, bool] | None,
+                                     expected: Plan) -> None:
+    remote = RemoteTree({"": obj("k.bin", "abc")})
+    assert plan_download("k.bin", remote, local, records, delete=True, evidence=evidence) == expected
+
+
+def test_upload_of_a_single_file_in_sync_plans_nothing() -> None:
+    local = LocalTree({"": lf("abc", 4, 5)})
+    remote = RemoteTree({"": obj("k.bin", "abc")})
+    assert plan_upload("k.bin", local, remote, {"": rec("k.bin", "abc", 4, 5)}, delete=True) == Plan()
+    first = plan_upload("k.bin", local, remote, {}, delete=True)
+    assert first.checks == (Check("", CheckKind.CONTENT_VS_REMOTE),)
+    assert plan_upload("k.bin", local, remote, {}, delete=True, evidence={"": True}) == Plan(adopt=("",))
