@@ -50,7 +50,11 @@ class S3URL:
 
 
 def is_url_like(value: str) -> bool:
-    """Whether ``value`` is meant as a URL (``scheme:/...``) rather than a local path."""
+    """Whether ``value`` is meant as a URL (``scheme:/...``) rather than a local path.
+
+    Leading white space does not hide a URL: ``" s3://b/k"`` is a mistyped URL, not a folder.
+    """
+    value = value.lstrip()
     return bool(_SCHEME.match(value)) or value.lower().startswith("s3:")
 
 

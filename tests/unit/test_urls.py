@@ -61,6 +61,7 @@ def test_parts_of_a_url() -> None:
         "s3://bucket/../etc",
         "s3://bucket/a/../../b",
         "s3://bucket/./a",
+        " s3://bucket/key",
         "",
     ],
 )
@@ -90,7 +91,18 @@ def test_credentials_in_a_url_never_reach_the_message(url: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["s3://bucket/key", "s3:/x", "s3:bucket", "S3://bucket", "http://x/y", "file:///tmp/x", "gs://b/k", "s3:"],
+    [
+        "s3://bucket/key",
+        "s3:/x",
+        "s3:bucket",
+        "S3://bucket",
+        "http://x/y",
+        "file:///tmp/x",
+        "gs://b/k",
+        "s3:",
+        " s3://bucket/key",
+        "\ts3://bucket/key",
+    ],
 )
 def test_url_like(value: str) -> None:
     assert is_url_like(value)
