@@ -66,7 +66,11 @@ def _backend_options() -> dict[str, Any]:
 
 
 class SyncMirror(AbstractContextManager["SyncMirror"]):
-    """The context manager returned by `mirror()`; forwards calls to an `AsyncMirror`."""
+    """The context manager returned by `mirror()`; forwards calls to an `AsyncMirror`.
+
+    Attributes:
+        pid: The process that opened the mirror; calls from a forked child raise `NoMirrorError`.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
@@ -133,6 +137,17 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
 
         On an interrupt (Ctrl-C) the call is cancelled and its cleanup (partial files) is
         awaited, for a bounded time, before the interrupt propagates.
+
+        Args:
+            fn: A coroutine function taking the `AsyncMirror` first.
+            *args: Passed to ``fn`` after the mirror.
+            **kwargs: Passed to ``fn``.
+
+        Returns:
+            What ``fn`` returned.
+
+        Raises:
+            NoMirrorError: The mirror is closed, or belongs to the parent of a forked process.
         """
         if os.getpid() != self.pid:
             raise NoMirrorError("this pos3 mirror belongs to the parent process; open a new pos3.mirror() here")
@@ -189,6 +204,7 @@ def mirror(
         A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
 
     Raises:
+        ValueError: An argument is out of range.
         NoMirrorError: A mirror is already active in this process (a `RuntimeError`).
         TransferError: The upload on exit failed.
     """
@@ -215,6 +231,13 @@ def with_mirror(*args: Any, **kwargs: Any) -> Any:
 
     Use ``@pos3.with_mirror`` or ``@pos3.with_mirror(cache_root=..., ...)``; the arguments
     are those of `mirror()`.
+
+    Args:
+        *args: The decorated function (bare ``@pos3.with_mirror``), or `mirror()` arguments.
+        **kwargs: `mirror()` arguments.
+
+    Returns:
+        The wrapped function, or a decorator that wraps one.
     """
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return with_mirror()(args[0])
@@ -257,7 +280,27 @@ def download(
 ) -> Path:
     """Mirror an S3 prefix or object onto local disk now; return the local path.
 
-    See `AsyncMirror.download` for arguments and errors. Needs an active `mirror()`.
+    Only what changed is transferred. Needs an active `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        remote: ``s3://[profile@]bucket/key`` URL, or a local path (returned unchanged).
+        local: Local destination; defaults to ``<cache_root>/<profile>/bucket/key``.
+        delete: Delete local files that are absent in S3 (mirror semantics).
+        exclude: Glob patterns (``*``, ``**``, ``?``, ``[...]``) skipped on both sides.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+        shard: ``(rank, world_size)``: fetch only this rank's share of the files (see
+            `AsyncMirror.download`). ``None`` (default): the whole prefix.
+
+    Returns:
+        The local folder (or file, when ``remote`` names one object).
+
+    Raises:
+        InvalidURLError: ``remote`` is a malformed URL.
+        NotFoundError: The bucket does not exist or the prefix holds no object.
+        AccessDeniedError: The credentials may not read it.
+        RegistrationError: It overlaps an upload, or repeats a download with other arguments.
+        UnsafeKeyError: A key would be written outside the folder, or two keys collide.
+        TransferError: Some objects failed; the others were placed.
     """
     return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile, shard=shard)
 
@@ -276,7 +319,28 @@ def upload(
 ) -> Path:
     """Register a local path uploaded on exit and every ``interval`` seconds; return it.
 
-    See `AsyncMirror.upload` for arguments and errors. Needs an active `mirror()`.
+    Needs an active `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        remote: Destination ``s3://`` URL, or a local path (created and returned).
+        local: Local source; defaults to the cache path of ``remote``.
+        interval: Seconds between background uploads; ``None`` uploads only on exit.
+        delete: Delete objects that are absent locally.
+        sync_on_error: Upload on exit even when the block raised.
+        exclude: Glob patterns skipped on both sides.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+        settle: Seconds a file must stay unchanged before a periodic upload sends it (see
+            `AsyncMirror.upload`); ``None`` or 0: no waiting.
+        atomic: Publish the folder as one snapshot (see `AsyncMirror.upload`).
+
+    Returns:
+        The local path to write to.
+
+    Raises:
+        InvalidURLError: ``remote`` is a malformed URL.
+        ValueError: ``interval`` or ``settle`` is not a valid number of seconds.
+        RegistrationError: It overlaps a download or another upload, or repeats one with
+            other arguments.
     """
     return _current().call(
         AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile, settle=settle,
@@ -299,7 +363,29 @@ def sync(
 ) -> Path:
     """Download now, then register the same path for upload; return it.
 
-    See `AsyncMirror.sync` for arguments and errors. Needs an active `mirror()`.
+    For resume-and-save jobs; an empty prefix is fine (the folder is created). Needs an active
+    `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        remote: ``s3://`` URL, or a local path (returned unchanged).
+        local: Local path; defaults to the cache path of ``remote``.
+        interval: Seconds between background uploads; ``None`` uploads only on exit.
+        delete_local: Delete local files absent in S3 during the download.
+        delete_remote: Delete objects absent locally during uploads.
+        sync_on_error: Upload on exit even when the block raised.
+        exclude: Glob patterns skipped on both sides.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+        settle: See `upload`.
+        atomic: See `upload`.
+
+    Returns:
+        The local path.
+
+    Raises:
+        InvalidURLError: ``remote`` is a malformed URL.
+        NotFoundError: The bucket does not exist.
+        RegistrationError: It overlaps another download or upload.
+        TransferError: Some objects failed to download.
     """
     return _current().call(
         AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile,
@@ -310,7 +396,19 @@ def sync(
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None) -> list[str]:
     """List an S3 prefix (``s3://`` URLs) or a local folder (paths), sorted.
 
-    See `AsyncMirror.ls`. Needs an active `mirror()`.
+    Needs an active `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        prefix: ``s3://`` URL or local path.
+        recursive: Include everything below, not only the first level.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+
+    Returns:
+        Files and folders, folders without a trailing slash.
+
+    Raises:
+        InvalidURLError: ``prefix`` is a malformed URL.
+        NotFoundError: The bucket (or the local folder) does not exist.
     """
     return _current().call(AsyncMirror.ls, prefix, recursive, profile)
 
@@ -324,7 +422,24 @@ def plan_download(
     *,
     shard: tuple[int, int] | None = None,
 ) -> TransferPlan:
-    """What `download` would do, with no side effects. Needs an active `mirror()`."""
+    """What `download` would do, with no side effects (nothing is written or registered).
+
+    Needs an active `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        remote: ``s3://[profile@]bucket/key`` URL (a local path gives an empty plan).
+        local: Local destination; defaults to the cache path.
+        delete: Plan deletes of local files that are absent in S3.
+        exclude: Glob patterns skipped on both sides.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+        shard: ``(rank, world_size)``: plan only this rank's share of the files.
+
+    Returns:
+        A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+
+    Raises:
+        NotFoundError: The bucket does not exist or the prefix holds no object.
+    """
     return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard)
 
 
@@ -335,12 +450,34 @@ def plan_upload(
     exclude: Exclude = None,
     profile: ProfileArg = None,
 ) -> TransferPlan:
-    """What one upload would do, with no side effects. Needs an active `mirror()`."""
+    """What one upload would do, with no side effects.
+
+    Needs an active `mirror()`; raises `NoMirrorError` outside one.
+
+    Args:
+        remote: Destination ``s3://`` URL (a local path gives an empty plan).
+        local: Local source; defaults to the cache path of ``remote``.
+        delete: Plan deletes of objects that are absent locally.
+        exclude: Glob patterns skipped on both sides.
+        profile: Profile name or `Profile`; a profile in the URL wins.
+
+    Returns:
+        A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+
+    Raises:
+        NotFoundError: The bucket does not exist.
+    """
     return _current().call(AsyncMirror.plan_upload, remote, local, delete, exclude, profile)
 
 
 def request_upload() -> None:
-    """Start a background upload of every registration within a second; return at once."""
+    """Start a background upload of every registration within a second; return at once.
+
+    Failures of that upload are logged and retried at the next interval.
+
+    Raises:
+        NoMirrorError: No `mirror()` is active.
+    """
 
     async def _request(core: AsyncMirror) -> None:
         core.request_upload()

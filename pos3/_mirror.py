@@ -16,6 +16,7 @@ from types import TracebackType
 
 import anyio
 
+from ._cache import Pin, prune
 from ._engine import Engine, EngineOptions, ListEntry, Target
 from ._errors import Failure, InvalidURLError, Pos3Error, RegistrationError, TransferError
 from ._exclude import Excluder
@@ -83,6 +84,23 @@ class AsyncMirror:
     Use it as ``async with pos3.amirror() as m:``; every method is awaitable and runs on the
     caller's event loop. Leaving the block uploads every registered upload (only those with
     ``sync_on_error=True`` when the block raised; none on cancellation or Ctrl-C).
+
+    Args:
+        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
+        show_progress: Progress bars (bytes, rate, ETA) on stderr.
+        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
+        default_profile: Profile used when a call names none.
+        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
+        lock_timeout: Seconds to wait for another process (or mirror) holding a local folder.
+        connect_timeout: Seconds to open a connection.
+        read_timeout: Seconds without a byte before a read fails.
+        retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
+        max_attempts: Total attempts per request, the first one included.
+
+    Raises:
+        ValueError: An argument is out of range (``max_workers`` below 1, a rate that is not
+            positive, an unknown ``retry_mode``).
+        ProfileError: ``default_profile`` names an unknown profile.
     """
 
     def __init__(
@@ -93,6 +111,7 @@ class AsyncMirror:
         default_profile: ProfileArg = None,
         max_upload_bytes_per_second: float | None = None,
         *,
+        cache_max_bytes: int | None = None,
         lock_timeout: float = 600.0,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -109,6 +128,17 @@ class AsyncMirror:
             raise ValueError(f"retry_mode must be 'standard' or 'adaptive', not {retry_mode!r}")
         root = Path(cache_root).expanduser() if cache_root is not None else default_cache_root()
         self.cache_root = root.resolve()
+        if cache_max_bytes is None and os.environ.get("POS3_CACHE_MAX_BYTES"):
+            try:
+                cache_max_bytes = int(os.environ["POS3_CACHE_MAX_BYTES"])
+            except ValueError:
+                raise ValueError(
+                    f"POS3_CACHE_MAX_BYTES={os.environ['POS3_CACHE_MAX_BYTES']!r} is not a whole number of bytes"
+                ) from None
+        if cache_max_bytes is not None and (isinstance(cache_max_bytes, bool) or cache_max_bytes < 0):
+            raise ValueError(f"cache_max_bytes must be a non-negative number of bytes, not {cache_max_bytes!r}")
+        self.cache_max_bytes = cache_max_bytes
+        self._pins: list[Pin] = []
         self.default_profile = resolve_profile(default_profile)
         self._options = EngineOptions(
             max_workers=max_workers,
@@ -172,6 +202,9 @@ class AsyncMirror:
         finally:
             self._tg.cancel_scope.cancel()
             try:
+                for pin in self._pins:
+                    pin.release()
+                self._pins.clear()
                 if self._engine is not None:
                     await self._engine.aclose()
                     self._engine = None
@@ -289,7 +322,10 @@ class AsyncMirror:
         self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         reg = self._downloads[key] = _Download(params, target.local)
         try:
-            await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty, shard=shard)
+            size = await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty,
+                                         shard=shard)
+            if not target.explicit_local and not allow_empty:
+                await self._track(target.local, size)
         except BaseException as exc:
             reg.error = exc
             del self._downloads[key]
@@ -297,6 +333,15 @@ class AsyncMirror:
         finally:
             reg.done.set()
         return target.local
+
+    async def _track(self, tree: Path, size: int) -> None:
+        """Pin a downloaded cache tree for this mirror's lifetime; evict others past the limit."""
+        engine = self.engine
+        store = await engine.store()
+        self._pins.append(await anyio.to_thread.run_sync(Pin, engine.private, tree))
+        await anyio.to_thread.run_sync(store.touch_tree, tree, size, time.time())
+        if self.cache_max_bytes is not None:
+            await anyio.to_thread.run_sync(prune, self.cache_root, self.cache_max_bytes, store)
 
     async def upload(
         self,
@@ -334,6 +379,8 @@ class AsyncMirror:
             ``model.pt`` is treated as a file and only its parent is created).
 
         Raises:
+            InvalidURLError: ``remote`` is a malformed URL.
+            ValueError: ``interval`` or ``settle`` is not a valid number of seconds.
             RegistrationError: It overlaps a download or another upload, or repeats one with
                 other arguments.
         """
@@ -403,6 +450,14 @@ class AsyncMirror:
 
         Returns:
             The local path.
+
+        Raises:
+            InvalidURLError: ``remote`` is a malformed URL.
+            NotFoundError: The bucket does not exist.
+            AccessDeniedError: The credentials may not read it.
+            RegistrationError: It overlaps another download or upload.
+            UnsafeKeyError: A key would be written outside the folder, or two keys collide.
+            TransferError: Some objects failed to download.
         """
         if self._is_local(remote):
             return Path(remote).expanduser().resolve()
@@ -431,6 +486,11 @@ class AsyncMirror:
 
         Returns:
             Files and folders, folders without a trailing slash.
+
+        Raises:
+            InvalidURLError: ``prefix`` is a malformed URL.
+            NotFoundError: The bucket (or the local folder) does not exist.
+            AccessDeniedError: The credentials may not list it.
         """
         if self._is_local(prefix):
             return await anyio.to_thread.run_sync(_ls_local, Path(prefix).expanduser(), recursive)
@@ -482,8 +542,22 @@ class AsyncMirror:
     ) -> TransferPlan:
         """What `download` would do, with no side effects (nothing is written or registered).
 
+        Args:
+            remote: ``s3://[profile@]bucket/key`` URL (a local path gives an empty plan).
+            local: Local destination; defaults to the cache path.
+            delete: Plan deletes of local files that are absent in S3.
+            exclude: Glob patterns skipped on both sides.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+            shard: ``(rank, world_size)``: plan only this rank's share of the files (see
+                `download`). ``None`` (default): the whole prefix.
+
         Returns:
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+
+        Raises:
+            InvalidURLError: ``remote`` is a malformed URL.
+            NotFoundError: The bucket does not exist or the prefix holds no object.
+            AccessDeniedError: The credentials may not read it.
         """
         if self._is_local(remote):
             return TransferPlan()
@@ -501,8 +575,20 @@ class AsyncMirror:
     ) -> TransferPlan:
         """What one upload would do, with no side effects.
 
+        Args:
+            remote: Destination ``s3://`` URL (a local path gives an empty plan).
+            local: Local source; defaults to the cache path of ``remote``.
+            delete: Plan deletes of objects that are absent locally.
+            exclude: Glob patterns skipped on both sides.
+            profile: Profile name or `Profile`; a profile in the URL wins.
+
         Returns:
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
+
+        Raises:
+            InvalidURLError: ``remote`` is a malformed URL.
+            NotFoundError: The bucket does not exist.
+            AccessDeniedError: The credentials may not list it.
         """
         if self._is_local(remote):
             return TransferPlan()
@@ -517,7 +603,11 @@ class AsyncMirror:
         self._wake.set()
 
     async def flush(self) -> None:
-        """Upload every registration now and wait for it (errors raise `TransferError`)."""
+        """Upload every registration now and wait for it.
+
+        Raises:
+            TransferError: Some objects failed; every other object was uploaded.
+        """
         self.engine  # noqa: B018
         await self._sync_uploads(list(self._uploads.values()))
 
@@ -625,11 +715,16 @@ def amirror(
         max_workers: Concurrent requests (one limit for listing, hashing and transfers).
         default_profile: Profile used when a call names none.
         max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
-        **options: ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
-            ``max_attempts`` (see the Guarantees page).
+        **options: ``cache_max_bytes`` (evict least recently used downloaded trees past this
+            size; ``$POS3_CACHE_MAX_BYTES``), ``lock_timeout``, ``connect_timeout``,
+            ``read_timeout``, ``retry_mode``, ``max_attempts`` (see the Guarantees page).
 
     Returns:
-        The `AsyncMirror`.
+        The `AsyncMirror`; its uploads run when the ``async with`` block ends.
+
+    Raises:
+        ValueError: An argument is out of range.
+        ProfileError: ``default_profile`` names an unknown profile.
     """
     return AsyncMirror(cache_root, show_progress, max_workers, default_profile, max_upload_bytes_per_second,
                        **options)  # type: ignore[arg-type]
