@@ -484,8 +484,12 @@ class Engine:
         return self.describe(target, src, plan, "download")
 
     async def download(self, target: Target, *, delete: bool, exclude: Excluder, allow_empty: bool = False,
-                       shard: tuple[int, int] | None = None) -> None:
-        """Make ``target.local`` an exact mirror of ``target.url`` (or of one shard of it)."""
+                       shard: tuple[int, int] | None = None) -> int:
+        """Make ``target.local`` an exact mirror of ``target.url`` (or of one shard of it).
+
+        Returns:
+            The bytes the mirrored tree holds.
+        """
         async with root_lock(self.private, target.local, self.options.lock_timeout):
             src, plan, digests = await self._plan(target, "download", delete, exclude, shard)
             if src.empty:
@@ -493,8 +497,9 @@ class Engine:
                     raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
                 if not target.local.exists():
                     await anyio.to_thread.run_sync(lambda: target.local.mkdir(parents=True, exist_ok=True))
-                return
+                return 0
             await self._run_download(target, src, plan, digests)
+            return sum(f.size for r, f in src.remote.files.items() if not exclude.excluded(r))
 
     async def _run_download(self, target: Target, src: _Sources, plan: Plan, digests: dict[str, str]) -> None:
         s3 = await self.pool.get(target.profile)

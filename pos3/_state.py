@@ -63,6 +63,10 @@ class StateStore:
                 " inode INTEGER NOT NULL, xxh3 TEXT NOT NULL, last_modified TEXT NOT NULL DEFAULT '',"
                 " checksum TEXT NOT NULL DEFAULT '') WITHOUT ROWID"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS trees (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL,"
+                " last_used REAL NOT NULL) WITHOUT ROWID"
+            )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except BaseException:
@@ -138,6 +142,41 @@ class StateStore:
             except sqlite3.DatabaseError as exc:
                 # Losing records only costs re-checking content later; never fail a transfer for it.
                 log.warning("pos3 could not write the state store %s: %s", self.path, exc)
+
+    def _transaction(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, args in statements:
+                        self._db.execute(sql, args)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                log.warning("pos3 could not write the state store %s: %s", self.path, exc)
+
+    def touch_tree(self, root: Path, size: int, when: float) -> None:
+        """Remember a downloaded tree, its size in bytes and when it was last used."""
+        self._transaction([("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", (str(root), size, when))])
+
+    def trees(self) -> list[tuple[str, int, float]]:
+        """Every remembered tree: ``(path, bytes, last_used)``, least recently used first."""
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT path, bytes, last_used FROM trees ORDER BY last_used, path").fetchall()
+            except sqlite3.DatabaseError:
+                return []
+        return [(str(p), int(b), float(t)) for p, b, t in rows]
+
+    def forget_tree(self, root: Path) -> None:
+        """Drop a tree and every record below it (after it was evicted)."""
+        base = str(root)
+        self._transaction([
+            ("DELETE FROM trees WHERE path = ?", (base,)),
+            ("DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", (base, base + "/", base + "0")),
+        ])
 
     def close(self) -> None:
         with self._lock, contextlib.suppress(Exception):

@@ -158,3 +158,53 @@ async def test_reader_during_publish_sees_old_or_new_never_a_mix(
         final = await reader.download(f"s3://{bucket}/ck", local=tmp_path / "final")
     assert local_tree(final) == new
     assert seen and all(tree in (old, new) for tree in seen)
+
+
+def test_bounded_cache_evicts_lru_but_never_a_pinned_tree(s3: Any, bucket: str, cache_root: Path,
+                                                          tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    for name in "abcd":
+        put(s3, bucket, {f"{name}/blob": bytes([ord(name)]) * 100_000})
+    ready, stop = tmp_path / "ready", tmp_path / "stop"
+    holder = textwrap.dedent(f"""
+        import pathlib, time, pos3
+        with pos3.mirror(cache_root={str(cache_root)!r}, show_progress=False):
+            pos3.download("s3://{bucket}/a")
+            pathlib.Path({str(ready)!r}).touch()
+            for _ in range(600):  # bounded: 60 s
+                if pathlib.Path({str(stop)!r}).exists():
+                    break
+                time.sleep(0.1)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", holder])
+    try:
+        for _ in range(600):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists()
+        tree = cache_root / "_" / bucket
+        with pos3.mirror(cache_root=cache_root, show_progress=False):
+            pos3.download(f"s3://{bucket}/b")  # least recently used once this mirror closes
+        with pos3.mirror(cache_root=cache_root, show_progress=False, cache_max_bytes=250_000):
+            pos3.download(f"s3://{bucket}/c")
+            # a (300 kB in all): a is pinned by the other process, c by this one: b goes.
+            assert (tree / "a" / "blob").exists()
+            assert not (tree / "b").exists()
+            assert (tree / "c" / "blob").exists()
+        stop.touch()
+        assert proc.wait(timeout=60) == 0
+        with pos3.mirror(cache_root=cache_root, show_progress=False, cache_max_bytes=250_000):
+            pos3.download(f"s3://{bucket}/d")
+        assert not (tree / "a").exists()  # unpinned now, and least recently used
+        assert (tree / "c" / "blob").exists() and (tree / "d" / "blob").exists()
+        with pos3.mirror(cache_root=cache_root, show_progress=False):
+            assert local_tree(pos3.download(f"s3://{bucket}/b")) == {"blob": b"b" * 100_000}  # state consistent
+    finally:
+        stop.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
