@@ -197,7 +197,8 @@ def mirror(
         max_workers: Concurrent requests (one limit for listing, hashing and transfers).
         default_profile: Profile used when a call names none.
         max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
-        **options: ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
+        **options: ``cache_max_bytes`` (evict least recently used downloaded trees past this size;
+            ``$POS3_CACHE_MAX_BYTES``), ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
             ``max_attempts``.
 
     Returns:
