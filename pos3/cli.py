@@ -213,9 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _ls(args: argparse.Namespace) -> int:
     async with _open(args, progress=False) as m:
         if args.json or args.long:
-            entries = await m.ls_entries(args.prefix, args.recursive, args.profile)
+            entries = await m.ls_entries(args.prefix, recursive=args.recursive, profile=args.profile)
         else:
-            names = await m.ls(args.prefix, args.recursive, args.profile)
+            names = await m.ls(args.prefix, recursive=args.recursive, profile=args.profile)
     if args.json:
         _print_json([_entry_json(e) for e in entries])
     elif args.long:
@@ -229,41 +229,46 @@ async def _ls(args: argparse.Namespace) -> int:
 
 async def _download(args: argparse.Namespace) -> int:
     async with _open(args) as m:
-        local = m.local_path(args.url, args.local, args.profile)
+        local = m.local_path(args.url, args.local, profile=args.profile)
         if args.dry_run:
-            plan = await m.plan_download(args.url, args.local, args.delete, args.exclude or None, args.profile)
+            plan = await m.plan_download(args.url, args.local, delete=args.delete, exclude=args.exclude or None,
+                                         profile=args.profile)
             _print_plan(args, local, [("download", plan)])
             return EXIT_OK
         log.info("download %s to %s", args.url, local)
-        path = await m.download(args.url, args.local, args.delete, args.exclude or None, args.profile)
+        path = await m.download(args.url, args.local, delete=args.delete, exclude=args.exclude or None,
+                                profile=args.profile)
     _print_result(args, path)
     return EXIT_OK
 
 
 async def _upload(args: argparse.Namespace) -> int:
     async with _open(args) as m:
-        local = m.local_path(args.url, args.local, args.profile)
+        local = m.local_path(args.url, args.local, profile=args.profile)
         if not await anyio.Path(local).exists():
             hint = "check --local" if args.local else f"download {args.url} first, or pass --local"
             raise _NothingToUpload(f"{local}: nothing to upload, it does not exist ({hint})")
         if args.dry_run:
-            plan = await m.plan_upload(args.url, args.local, args.delete, args.exclude or None, args.profile)
+            plan = await m.plan_upload(args.url, args.local, delete=args.delete, exclude=args.exclude or None,
+                                       profile=args.profile)
             _print_plan(args, local, [("upload", plan)])
             return EXIT_OK
         # Registered with no interval: leaving the block uploads exactly once.
         log.info("upload %s to %s", local, args.url)
-        await m.upload(args.url, args.local, None, args.delete, False, args.exclude or None, args.profile)
+        await m.upload(args.url, args.local, interval=None, delete=args.delete, exclude=args.exclude or None,
+                       profile=args.profile)
     _print_result(args, local, show=args.url)
     return EXIT_OK
 
 
 async def _sync(args: argparse.Namespace) -> int:
     async with _open(args) as m:
-        local = m.local_path(args.url, args.local, args.profile)
+        local = m.local_path(args.url, args.local, profile=args.profile)
         if args.dry_run:
             exclude = args.exclude or None
             try:
-                down = await m.plan_download(args.url, args.local, args.delete, exclude, args.profile)
+                down = await m.plan_download(args.url, args.local, delete=args.delete, exclude=exclude,
+                                             profile=args.profile)
             except FileNotFoundError as exc:
                 # An empty prefix is fine for sync (a job's first run); a missing bucket is not.
                 if getattr(exc, "code", None) is not None:
@@ -271,12 +276,13 @@ async def _sync(args: argparse.Namespace) -> int:
                 down = TransferPlan()
             up = TransferPlan()
             if await anyio.Path(local).exists():
-                up = await m.plan_upload(args.url, args.local, args.delete, exclude, args.profile)
+                up = await m.plan_upload(args.url, args.local, delete=args.delete, exclude=exclude,
+                                         profile=args.profile)
             _print_plan(args, local, [("download", down), ("upload", _after_download(down, up))])
             return EXIT_OK
         log.info("sync %s with %s: download, then upload", args.url, local)
-        path = await m.sync(args.url, args.local, None, args.delete, args.delete, False, args.exclude or None,
-                            args.profile)
+        path = await m.sync(args.url, args.local, interval=None, delete_local=args.delete, delete_remote=args.delete,
+                            exclude=args.exclude or None, profile=args.profile)
     _print_result(args, path)
     return EXIT_OK
 
