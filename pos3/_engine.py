@@ -100,10 +100,6 @@ class Target:
     local: Path
     explicit_local: bool = False
 
-    @property
-    def label(self) -> str:
-        return str(self.url)
-
 
 async def run_all(*fns: Callable[[], Awaitable[None]]) -> None:
     """Run ``fns`` concurrently; when some fail, raise the first failure itself, not a group."""
@@ -151,6 +147,7 @@ class _Sources:
     local: LocalTree
     records: dict[str, Record]
     empty: bool = False
+    root_is_file: bool = False  # a file stands where the (cache) folder goes: replaced
 
 
 _BODY_ERRORS: tuple[type[BaseException], ...]
@@ -382,7 +379,7 @@ class Engine:
         if single:
             records = {"": records[""]} if "" in records else {}
         src = _Sources(prefix, single, RemoteTree(remote_files, frozenset(marker_rels)), local, records, empty)
-        src.__dict__["root_is_file"] = result.get("root_is_file", False)
+        src.root_is_file = result.get("root_is_file", False)
         return src
 
     # ------------------------------------------------------------------ evidence
@@ -523,7 +520,7 @@ class Engine:
                 await anyio.to_thread.run_sync(store.write, root, batch, gone)
 
         # 1. Clear the way: a file where a folder goes, or the reverse.
-        if src.__dict__.get("root_is_file"):
+        if src.root_is_file:
             await anyio.to_thread.run_sync(os.unlink, root)
         for d in plan.clear:
             if d.rel == "" and src.single:
