@@ -3,7 +3,8 @@
 It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
 request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
 request reaches the server, or after the server answered: ``drop``), answer a
-synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it,
+synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it
+(or of the request body: ``flip_request``),
 slow it down, stall forever, or hold the response until the test releases it.
 
 It parses request lines, headers and bodies (Content-Length or chunked) and response status,
@@ -29,7 +30,7 @@ MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT = 60.0
 CHUNK = 16 * 1024
 
-ACTIONS = ("pass", "reset", "drop", "status", "truncate", "flip", "latency", "stall", "hold")
+ACTIONS = ("pass", "reset", "drop", "status", "truncate", "flip", "flip_request", "latency", "stall", "hold")
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,10 @@ class FaultProxy:
                     await writer.drain()
                     continue
 
+                if action.kind == "flip_request" and body:
+                    damaged = bytearray(body)
+                    damaged[len(body) // 2] ^= 0xFF
+                    body = bytes(damaged)
                 if upstream is None:
                     upstream = await asyncio.wait_for(
                         asyncio.open_connection(*self.upstream, limit=MAX_HEAD), IDLE_TIMEOUT)
