@@ -67,6 +67,13 @@ With `--json`, stdout is one JSON array:
 {"name": "s3://bucket/data/sub", "type": "dir", "size": null, "last_modified": null}]`.
 `--long` prints `DATE TIME  SIZE  NAME` (UTC), with `DIR` in place of the size for folders.
 """,
+    "cache ls": """\
+With `--json`, stdout is one JSON array:
+`[{"path": "/home/me/.cache/pos3/_/bucket/data", "bytes": 1048576, "last_used": "2024-05-01T12:00:00+00:00",
+"pinned": false}]`, least recently used first.
+""",
+    "cache prune": "",
+    "cache": "",
     "transfer": """\
 With `--json`, stdout is one JSON object: `{"url": ..., "local": ...}` after a transfer, and with
 `--dry-run` the plan: `{"operation", "url", "local", "dry_run": true, "to_copy", "to_delete",
@@ -99,7 +106,16 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    raise RuntimeError("the pos3 parser has no subcommands")
+    return {}
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every command, depth first: ``("ls", p)``, ..., ``("cache", p)``, ``("cache ls", p)``."""
+    out: list[tuple[str, argparse.ArgumentParser]] = []
+    for name, sub in _subcommands(parser).items():
+        out.append((prefix + name, sub))
+        out += _commands(sub, prefix + name + " ")
+    return out
 
 
 def render() -> str:
@@ -107,8 +123,14 @@ def render() -> str:
     parser = build_parser()
     out = [INTRO]
     out += ["## `pos3`", "", "```text", "pos3 --version", "pos3 COMMAND --help", "```", ""]
-    for name, sub in _subcommands(parser).items():
-        positionals = [a for a in sub._actions if not a.option_strings]
+    if not _subcommands(parser):
+        raise RuntimeError("the pos3 parser has no subcommands")
+    for name, sub in _commands(parser):
+        positionals = [a for a in sub._actions if not a.option_strings
+                       and not isinstance(a, argparse._SubParsersAction)]
+        if _subcommands(sub):
+            positionals.append(argparse.Action([], "action", metavar="ACTION",
+                                               help="one of: " + ", ".join(_subcommands(sub))))
         synopsis = " ".join(["pos3", name, "[options]", *(a.metavar or a.dest for a in positionals)])
         out += [f"## `pos3 {name}`", "", sub.description or "", "", "```text", synopsis, "```", ""]
         own = [a for a in sub._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
@@ -121,8 +143,11 @@ def render() -> str:
             acts = [a for a in groups.get(title, []) if a.help != argparse.SUPPRESS]
             if acts:
                 out += [f"**{title.capitalize()}**", "", *_table(acts), ""]
-        note = JSON_NOTES["ls" if name == "ls" else "transfer"]
-        out += [note, "```text", (sub.epilog or "").rstrip(), "```", ""]
+        note = JSON_NOTES.get(name, JSON_NOTES["transfer"])
+        if note:
+            out.append(note)
+        if sub.epilog:
+            out += ["```text", sub.epilog.rstrip(), "```", ""]
     return "\n".join(out).rstrip() + "\n"
 
 

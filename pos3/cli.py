@@ -31,10 +31,14 @@ from typing import Any
 
 import anyio
 
+from ._cache import CacheEntry
+from ._cache import entries as cache_entries
+from ._cache import prune as cache_prune
 from ._engine import ListEntry
 from ._errors import InvalidURLError, Pos3Error, ProfileError, TransferError
-from ._mirror import AsyncMirror, amirror
+from ._mirror import AsyncMirror, amirror, default_cache_root
 from ._plan import PlannedAction, TransferPlan
+from ._shard import check_shard
 from ._urls import parse_s3_url
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
@@ -80,6 +84,12 @@ Without --local the source is the cache path that 'pos3 download URL' uses; it m
 examples:
   pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
   pos3 upload s3://bucket/results/run-1/ --local ./out --delete --exclude '*.ckpt'"""
+
+_CACHE_EPILOG = """\
+examples:
+  pos3 cache ls
+  pos3 cache prune --max-bytes 50G
+  pos3 cache prune --max-bytes 0 --dry-run"""
 
 _SYNC_EPILOG = """\
 Downloads the prefix (an empty prefix is fine), then uploads the same folder once, so files
@@ -158,7 +168,58 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("url", metavar="URL", help="s3://[profile@]bucket/key")
         sub.set_defaults(handler=handler, parser=sub)
+        if name == "download":
+            sub.add_argument("--shard", metavar="RANK/WORLD", type=_shard,
+                             help="fetch only this rank's byte-balanced share of the files, e.g. 0/8")
+        if name == "upload":
+            sub.add_argument("--atomic", action="store_true",
+                             help="publish the folder as one snapshot (objects first, a commit last)")
+
+    cache = commands.add_parser(
+        "cache", formatter_class=_Formatter, epilog=_CACHE_EPILOG, help="show or trim the local cache",
+        description="Show the downloaded trees of the cache, or evict the least recently used ones.",
+    )
+    actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
+    cache_ls = actions.add_parser(
+        "ls", parents=[common], formatter_class=_Formatter, help="list cached trees with size and last use",
+        description="List the downloaded trees of the cache, least recently used first, with size, last use "
+                    "and whether an open mirror pins them.",
+    )
+    cache_ls.add_argument("--json", action="store_true", help="print a JSON array of trees")
+    cache_ls.set_defaults(handler=_cache_ls, parser=cache_ls)
+    prune = actions.add_parser(
+        "prune", parents=[common], formatter_class=_Formatter, help="evict least recently used trees",
+        description="Evict least recently used downloaded trees until the cache holds at most --max-bytes; "
+                    "trees an open mirror uses (in any process) are never evicted.",
+    )
+    prune.add_argument("--max-bytes", metavar="N", type=_size, default=None,
+                       help="size to trim to, e.g. 50G, 500M or 1000000 (default: $POS3_CACHE_MAX_BYTES)")
+    prune.add_argument("-n", "--dry-run", action="store_true", help="list what would be evicted; delete nothing")
+    prune.set_defaults(handler=_cache_prune, parser=prune)
     return parser
+
+
+def _shard(value: str) -> tuple[int, int]:
+    rank, sep, world = value.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return check_shard((int(rank), int(world))) or (0, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/8") from None
+
+
+def _size(value: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in units else ""
+    try:
+        number = float(text[: len(text) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a size such as 50G, 500M or 1000000") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a size cannot be negative")
+    return int(number * units[unit])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub: argparse.ArgumentParser = args.parser
     _setup_logging(args.verbose, args.quiet)
     try:
-        if args.command != "ls":
+        if args.command in ("download", "upload", "sync"):
             parse_s3_url(args.url)  # only an s3:// URL is accepted; the message says why
         return int(anyio.run(args.handler, args))
     except BaseException as raised:
@@ -232,12 +293,12 @@ async def _download(args: argparse.Namespace) -> int:
         local = m.local_path(args.url, args.local, profile=args.profile)
         if args.dry_run:
             plan = await m.plan_download(args.url, args.local, delete=args.delete, exclude=args.exclude or None,
-                                         profile=args.profile)
+                                         profile=args.profile, shard=args.shard)
             _print_plan(args, local, [("download", plan)])
             return EXIT_OK
         log.info("download %s to %s", args.url, local)
         path = await m.download(args.url, args.local, delete=args.delete, exclude=args.exclude or None,
-                                profile=args.profile)
+                                profile=args.profile, shard=args.shard)
     _print_result(args, path)
     return EXIT_OK
 
@@ -256,7 +317,7 @@ async def _upload(args: argparse.Namespace) -> int:
         # Registered with no interval: leaving the block uploads exactly once.
         log.info("upload %s to %s", local, args.url)
         await m.upload(args.url, args.local, interval=None, delete=args.delete, exclude=args.exclude or None,
-                       profile=args.profile)
+                       profile=args.profile, atomic=args.atomic)
     _print_result(args, local, show=args.url)
     return EXIT_OK
 
@@ -284,6 +345,58 @@ async def _sync(args: argparse.Namespace) -> int:
         path = await m.sync(args.url, args.local, interval=None, delete_local=args.delete, delete_remote=args.delete,
                             exclude=args.exclude or None, profile=args.profile)
     _print_result(args, path)
+    return EXIT_OK
+
+
+def _cache_root(args: argparse.Namespace) -> Path:
+    return Path(args.cache_root).expanduser().resolve() if args.cache_root else default_cache_root().resolve()
+
+
+def _cache_json(e: CacheEntry) -> dict[str, Any]:
+    return {"path": str(e.path), "bytes": e.bytes, "last_used": _iso(e.last_used), "pinned": e.pinned}
+
+
+def _iso(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC).isoformat(timespec="seconds")
+
+
+async def _cache_ls(args: argparse.Namespace) -> int:
+    trees = await anyio.to_thread.run_sync(cache_entries, _cache_root(args))
+    if args.json:
+        _print_json([_cache_json(e) for e in trees])
+        return EXIT_OK
+    for e in trees:
+        print(f"{_iso(e.last_used)}  {e.bytes:>14}  {'pinned' if e.pinned else '      '}  {e.path}")
+    if not args.quiet:
+        print(f"{len(trees)} trees, {sum(e.bytes for e in trees)} bytes", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _cache_prune(args: argparse.Namespace) -> int:
+    limit = args.max_bytes
+    if limit is None:
+        env = os.environ.get("POS3_CACHE_MAX_BYTES") or ""
+        if not env:
+            args.parser.error("give --max-bytes N (or set POS3_CACHE_MAX_BYTES)")
+        try:
+            limit = _size(env)
+        except argparse.ArgumentTypeError as exc:
+            args.parser.error(f"POS3_CACHE_MAX_BYTES: {exc}")
+    root = _cache_root(args)
+    if args.dry_run:
+        trees = await anyio.to_thread.run_sync(cache_entries, root)
+        total, doomed = sum(e.bytes for e in trees), []
+        for e in trees:
+            if total <= limit:
+                break
+            if not e.pinned:
+                doomed.append(e)
+                total -= e.bytes
+        for e in doomed:
+            print(f"(dryrun) evict: {e.path} ({e.bytes} bytes)")
+        return EXIT_OK
+    for e in await anyio.to_thread.run_sync(cache_prune, root, limit):
+        print(f"evicted: {e.path} ({e.bytes} bytes)")
     return EXIT_OK
 
 

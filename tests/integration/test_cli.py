@@ -498,9 +498,12 @@ def test_docs_cli_page_matches_help_output(server: CountingMotoServer, cache_roo
     page = " ".join((ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split())
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(commands.choices) == {"ls", "download", "upload", "sync"}
-    for name, sub in commands.choices.items():
-        shown = " ".join(run(name, "--help", cache_root=cache_root).stdout.split())
+    assert set(commands.choices) == {"ls", "download", "upload", "sync", "cache"}
+    cache = next(a for a in commands.choices["cache"]._actions if isinstance(a, argparse._SubParsersAction))
+    every = [(name, sub) for name, sub in commands.choices.items()]
+    every += [(f"cache {name}", sub) for name, sub in cache.choices.items()]
+    for name, sub in every:
+        shown = " ".join(run(*name.split(), "--help", cache_root=cache_root).stdout.split())
         assert f"## `pos3 {name}`" in page
         for action in sub._actions:
             if action.help is None or action.option_strings == ["-h", "--help"]:
@@ -512,3 +515,44 @@ def test_docs_cli_page_matches_help_output(server: CountingMotoServer, cache_roo
                 assert option in shown and f"`{option}" in page, (name, option)
         for line in (sub.epilog or "").splitlines():
             assert line.strip() in shown and line.strip() in page
+
+
+# ---------------------------------------------------------------------- training-job features
+
+
+def test_download_shard_and_upload_atomic(s3: Any, bucket: str, cache_root: Path, tmp_path: Path) -> None:
+    put(s3, bucket, {f"ds/f{i}": b"x" * (i + 1) for i in range(6)})
+    got: list[set[str]] = []
+    for rank in range(2):
+        res = run("download", f"s3://{bucket}/ds", "--local", str(tmp_path / f"r{rank}"), "--shard", f"{rank}/2",
+                  cache_root=cache_root)
+        assert res.returncode == 0, res.stderr
+        got.append(set(local_tree(Path(res.stdout.strip()))))
+    assert got[0].isdisjoint(got[1]) and got[0] | got[1] == {f"f{i}" for i in range(6)}
+    assert run("download", f"s3://{bucket}/ds", "--shard", "2/2", cache_root=cache_root).returncode == 2
+
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "model.pt").write_bytes(b"weights")
+    res = run("upload", f"s3://{bucket}/ck", "--local", str(src), "--atomic", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert any(k.startswith("ck/.pos3/commits/") for k in remote_tree(s3, bucket, "ck/"))
+    res = run("download", f"s3://{bucket}/ck", "--local", str(tmp_path / "back"), cache_root=cache_root)
+    assert local_tree(Path(res.stdout.strip())) == {"model.pt": b"weights"}
+
+
+def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
+    put(s3, bucket, {"a/blob": b"a" * 1000, "b/blob": b"b" * 2000})
+    for prefix in ("a", "b"):
+        assert run("download", f"s3://{bucket}/{prefix}", cache_root=cache_root).returncode == 0
+    res = run("cache", "ls", "--json", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    trees = json.loads(res.stdout)
+    assert [(Path(t["path"]).name, t["bytes"], t["pinned"]) for t in trees] == [("a", 1000, False), ("b", 2000, False)]
+    res = run("cache", "prune", "--max-bytes", "2500", "--dry-run", cache_root=cache_root)
+    assert res.returncode == 0 and "evict" in res.stdout and (cache_root / "_" / bucket / "a").exists()
+    res = run("cache", "prune", "--max-bytes", "2500", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert not (cache_root / "_" / bucket / "a").exists()
+    assert (cache_root / "_" / bucket / "b" / "blob").exists()
+    assert run("cache", "prune", "--max-bytes", "lots", cache_root=cache_root).returncode == 2
