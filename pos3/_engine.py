@@ -304,7 +304,8 @@ class Engine:
         """List the remote side, scan the local side and load records, concurrently."""
         s3 = await self.pool.get(target.profile)
         url = target.url
-        store = await self.store()
+        # No store yet means no records: planning alone (a dry run) never creates one.
+        store = await self.store() if self._store is not None or (self.private / "state.db").exists() else None
         result: dict[str, Any] = {}
 
         async def do_list() -> None:
@@ -331,7 +332,7 @@ class Engine:
             result["local"] = await anyio.to_thread.run_sync(_local.scan, target.local)
 
         async def do_records() -> None:
-            result["records"] = await anyio.to_thread.run_sync(store.load, target.local)
+            result["records"] = await anyio.to_thread.run_sync(store.load, target.local) if store else {}
 
         await run_all(do_list, do_scan, do_records)
 
@@ -1057,24 +1058,8 @@ class Engine:
     # ------------------------------------------------------------------ listing
 
     async def ls(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[str]:
-        s3 = await self.pool.get(profile)
-        prefix = url.dir_prefix
-        if not recursive:
-            files, dirs = await s3.list_level(url.bucket, prefix)
-            out = [url.child(f.key) for f in files if f.key != prefix]
-            out += [url.child(d.rstrip("/")) for d in dirs]
-            return sorted(out)
-        listing = await s3.list_all(url.bucket, prefix)
-        names: set[str] = set()
-        for key in [f.key for f in listing.files] + list(listing.markers):
-            rel = key[len(prefix) :].strip("/")
-            if not rel:
-                continue
-            parts = rel.split("/")
-            for i in range(1, len(parts) + 1):
-                names.add("/".join(parts[:i]))
-        return sorted(url.child(prefix + n) for n in names)
-
+        """Full ``s3://`` names below ``url``, sorted (see `ls_entries`)."""
+        return [e.name for e in await self.ls_entries(url, profile, recursive)]
 
     async def ls_entries(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[ListEntry]:
         """The names `ls` returns, in the same order, with each object's size and last-modified time."""
@@ -1084,6 +1069,12 @@ class Engine:
             files, dirs = await s3.list_level(url.bucket, prefix)
             out = [ListEntry(url.child(f.key), False, f.size, f.last_modified) for f in files if f.key != prefix]
             out += [ListEntry(url.child(d.rstrip("/")), True) for d in dirs]
+            if not out and url.stem and not url.trailing_slash:
+                # Not a folder: perhaps the URL names one object, as `aws s3 ls` would show it.
+                head = await s3.head(url.bucket, url.stem)
+                if head is not None:
+                    obj = _head_file(url.stem, head)
+                    out = [ListEntry(url.child(obj.key), False, obj.size, obj.last_modified)]
             return sorted(out, key=lambda e: e.name)
         listing = await s3.list_all(url.bucket, prefix)
         by_rel = {f.key[len(prefix) :].strip("/"): f for f in listing.files}

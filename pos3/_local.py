@@ -17,12 +17,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._keys import RESERVED_NAME
 from ._plan import LocalFile, LocalTree
 
 __all__ = ["STAGING_DIRNAME", "Staging", "delete_entry", "ensure_parent", "scan", "stat_file"]
 
-# Staging folder name used beside a root when the cache is on another file system.
-STAGING_DIRNAME = ".pos3-staging"
+# Staging folder name used beside a root when the cache is on another file system (a key may
+# not use it: see _keys).
+STAGING_DIRNAME = RESERVED_NAME
 
 
 def stat_file(path: Path) -> LocalFile:

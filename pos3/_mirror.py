@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import math
@@ -155,8 +156,8 @@ class AsyncMirror:
         self._progress = Progress(show_progress)
         self._engine: Engine | None = None
         self._stack: AsyncExitStack | None = None
-        self._downloads: dict[tuple[str, str, Profile | None], _Download] = {}
-        self._uploads: dict[tuple[str, str, Profile | None], _Upload] = {}
+        self._downloads: dict[tuple[str, str, str], _Download] = {}
+        self._uploads: dict[tuple[str, str, str], _Upload] = {}
         self._upload_lock = anyio.Lock()
         self._wake = anyio.Event()
         self._requested = False
@@ -249,10 +250,13 @@ class AsyncMirror:
         return True
 
     @staticmethod
-    def _key(target: Target) -> tuple[str, str, Profile | None]:
-        return (target.url.bucket, target.url.stem, target.profile)
+    def _key(target: Target) -> tuple[str, str, str]:
+        """Registrations are told apart by bucket, key and cache folder (the profile's local name):
+        two profiles sharing a folder would otherwise write one tree unnoticed."""
+        folder = target.profile.local_name if target.profile is not None else DEFAULT_LOCAL_NAME
+        return (target.url.bucket, target.url.stem, folder)
 
-    def _conflicts(self, target: Target, table: dict[tuple[str, str, Profile | None], object], what: str,
+    def _conflicts(self, target: Target, table: dict[tuple[str, str, str], object], what: str,
                    skip_same: bool = False) -> None:
         bucket, stem, profile = self._key(target)
         for (b, s, p) in table:
@@ -309,7 +313,7 @@ class AsyncMirror:
         target = self._target(remote, local, profile)
         excluder = Excluder.of(exclude)
         shard = check_shard(shard)
-        params = (target.local, bool(delete), excluder.patterns, allow_empty, shard)
+        params = (target.local, target.profile, bool(delete), excluder.patterns, allow_empty, shard)
         key = self._key(target)
         existing = self._downloads.get(key)
         if existing is not None:
@@ -394,7 +398,8 @@ class AsyncMirror:
         target = self._target(remote, local, profile)
         excluder = Excluder.of(exclude)
         settle = _check_settle(settle)
-        params = (target.local, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle, bool(atomic))
+        params = (target.local, target.profile, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle,
+                  bool(atomic))
         key = self._key(target)
         existing = self._uploads.get(key)
         if existing is not None:
@@ -415,7 +420,7 @@ class AsyncMirror:
         path = target.local
         if path.exists():
             return
-        looks_like_file = "." in path.name.strip(".") and not target.url.trailing_slash
+        looks_like_file = bool(target.url.stem) and "." in path.name.strip(".") and not target.url.trailing_slash
         (path.parent if looks_like_file else path).mkdir(parents=True, exist_ok=True)
 
     async def sync(
@@ -466,7 +471,7 @@ class AsyncMirror:
         key = self._key(target)
         existing = self._uploads.get(key)
         if existing is not None and existing.params == (
-            target.local, _check_interval(interval), bool(delete_remote), bool(sync_on_error),
+            target.local, target.profile, _check_interval(interval), bool(delete_remote), bool(sync_on_error),
             Excluder.of(exclude).patterns, _check_settle(settle), bool(atomic),
         ):
             return existing.target.local
@@ -496,7 +501,8 @@ class AsyncMirror:
             return await anyio.to_thread.run_sync(_ls_local, Path(prefix).expanduser(), recursive)
         assert isinstance(prefix, str)
         target = self._target(prefix, None, profile)
-        return await self.engine.ls(target.url, target.profile, recursive)
+        names = await self.engine.ls(target.url, target.profile, recursive)
+        return [_with_selector(n, prefix) for n in names]
 
     async def ls_entries(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
                          ) -> list[ListEntry]:
@@ -514,7 +520,8 @@ class AsyncMirror:
             return await anyio.to_thread.run_sync(_ls_local_entries, Path(prefix).expanduser(), recursive)
         assert isinstance(prefix, str)
         target = self._target(prefix, None, profile)
-        return await self.engine.ls_entries(target.url, target.profile, recursive)
+        entries = await self.engine.ls_entries(target.url, target.profile, recursive)
+        return [dataclasses.replace(e, name=_with_selector(e.name, prefix)) for e in entries]
 
     def local_path(self, remote: str, local: str | os.PathLike[str] | None = None, profile: ProfileArg = None
                    ) -> Path:
@@ -666,6 +673,12 @@ class AsyncMirror:
                     await self._wake.wait()
                 if self._wake.is_set():
                     self._wake = anyio.Event()
+
+
+def _with_selector(name: str, url: str) -> str:
+    """Put the ``profile@`` of ``url`` back on a listed name, so it can be passed on as is."""
+    selector = parse_s3_url(url).profile
+    return name.replace("s3://", f"s3://{selector}@", 1) if selector else name
 
 
 def _ls_local(path: Path, recursive: bool) -> list[str]:
