@@ -205,20 +205,32 @@ def _same_state(a: LocalFile, b: LocalFile) -> bool:
     return (a.size, a.mtime_ns, a.inode) == (b.size, b.mtime_ns, b.inode)
 
 
-def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str]:
+def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str, str]:
+    """The whole file, its state before reading, its xxh3 and its MD5 (for the returned ETag)."""
     before = _local.stat_file(path)
     with open(path, "rb") as fh:
         data = fh.read()
     if not _same_state(before, _local.stat_file(path)) or len(data) != before.size:
         raise _Unsettled(str(path))
-    h = Hasher()
+    h = Hasher(md5=True)
     h.update(data)
-    return data, before, h.xxh3
+    return data, before, h.xxh3, h.md5 or ""
 
 
-def _pread(path: Path, offset: int, size: int) -> bytes:
+def _pread(path: Path, offset: int, size: int) -> tuple[bytes, str]:
+    """``size`` bytes at ``offset``, and their MD5."""
     with open(path, "rb") as fh:
-        return os.pread(fh.fileno(), size, offset)
+        data = os.pread(fh.fileno(), size, offset)
+    return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def _twice(send: Callable[[], Awaitable[str]]) -> str:
+    """Send once more when the server stored other bytes than were sent (a damaged request)."""
+    try:
+        return await send()
+    except IntegrityError as exc:
+        log.warning("%s; sending it again", exc)
+        return await send()
 
 
 # Open multipart uploads pos3 started are journaled (one small JSON file each, under
@@ -861,10 +873,10 @@ class Engine:
         """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
         url = f"s3://{bucket}/{c.key}"
         if c.size <= self.options.multipart_threshold:
-            data, before, xxh = await anyio.to_thread.run_sync(_read_for_upload, path)
+            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
             if self.rate:
                 await self.rate.acquire(len(data))
-            etag = await s3.put(bucket, c.key, data, {META_XXH3: xxh})
+            etag = await _twice(lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
             progress(len(data))
             size = len(data)
         else:
@@ -882,10 +894,11 @@ class Engine:
 
                 async def send(index: int) -> None:
                     async with self.limiter:
-                        data = await anyio.to_thread.run_sync(_pread, path, index * part, part)
+                        data, md5 = await anyio.to_thread.run_sync(_pread, path, index * part, part)
                         if self.rate:
                             await self.rate.acquire(len(data))
-                        etags[index] = await s3.upload_part(bucket, c.key, upload_id, index + 1, data)
+                        etags[index] = await _twice(
+                            lambda: s3.upload_part(bucket, c.key, upload_id, index + 1, data, md5=md5))
                         progress(len(data))
 
                 async with anyio.create_task_group() as tg:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from botocore.configprovider import (
     SectionConfigProvider,
 )
 
-from ._errors import NotFoundError, translate
+from ._errors import IntegrityError, NotFoundError, translate
 from ._plan import RemoteFile
 from ._profiles import Profile
 
@@ -79,6 +80,17 @@ def _stamp(value: object) -> str:
 
 def _remote_file(obj: Mapping[str, Any]) -> RemoteFile:
     return RemoteFile(obj["Key"], int(obj.get("Size", 0)), _etag(obj.get("ETag")), _stamp(obj.get("LastModified")))
+
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _check_stored(what: str, etag: str, md5: str | None, resp: Mapping[str, Any]) -> None:
+    """Raise `IntegrityError` when the server stored other bytes than the ones sent."""
+    if md5 is None or str(resp.get("ServerSideEncryption", "")).startswith("aws:kms"):
+        return
+    if _MD5.match(etag) and etag != md5:
+        raise IntegrityError(f"{what}: the server stored other bytes than were sent (ETag {etag}, sent MD5 {md5})")
 
 
 class S3:
@@ -160,13 +172,20 @@ class S3:
         finally:
             body.close()
 
-    async def put(self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str]) -> str:
-        """PUT ``data`` as ``key``; returns the new ETag."""
+    async def put(self, bucket: str, key: str, data: bytes, metadata: Mapping[str, str],
+                  md5: str | None = None) -> str:
+        """PUT ``data`` as ``key``; returns the new ETag.
+
+        With ``md5`` (the hex MD5 of ``data``), the ETag the server returns is compared with it
+        where the ETag is an MD5 (no SSE-KMS): bytes damaged on the way raise `IntegrityError`.
+        """
         try:
             resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from exc
-        return _etag(resp.get("ETag"))
+        etag = _etag(resp.get("ETag"))
+        _check_stored(f"s3://{bucket}/{key}", etag, md5, resp)
+        return etag
 
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
         try:
@@ -175,14 +194,17 @@ class S3:
             raise translate(exc, f"s3://{bucket}/{key}") from exc
         return str(resp["UploadId"])
 
-    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes,
+                          md5: str | None = None) -> str:
         try:
             resp = await self.client.upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
             )
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from exc
-        return _etag(resp.get("ETag"))
+        etag = _etag(resp.get("ETag"))
+        _check_stored(f"s3://{bucket}/{key} (part {number})", etag, md5, resp)
+        return etag
 
     async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> str:
         parts = [{"PartNumber": i + 1, "ETag": f'"{e}"'} for i, e in enumerate(etags)]

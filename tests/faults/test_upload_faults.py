@@ -198,9 +198,6 @@ async def test_file_written_during_upload_is_not_recorded_as_synced(
     assert remote_tree(s3, bucket, "out/") == {"out/log.txt": b"first line\nsecond line\n"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: moto validates neither Content-MD5 nor the CRC32 botocore sends, and pos3 does not yet compare"
-    " the returned ETag with the MD5 of the bytes it sent; on AWS S3 the CRC32 (when_supported) is validated"))
 @pytest.mark.parametrize("checksum", ["when_supported", "when_required"])
 @pytest.mark.parametrize("path", ["/out/f02.bin", "/out/sub/big.bin"], ids=["put", "part"])
 async def test_flipped_request_byte_never_lands(
