@@ -110,6 +110,12 @@ class Failure(NamedTuple):
     error: BaseException
 
 
+def _describe(failure: Failure) -> str:
+    text = str(failure.error) or type(failure.error).__name__
+    # pos3's own errors already start with the URL or path they are about: say it once.
+    return text if text.startswith(failure.target) else f"{failure.target}: {text}"
+
+
 class TransferError(Pos3Error, RuntimeError):
     """One or more objects of a download, upload or delete batch failed.
 
@@ -126,7 +132,7 @@ class TransferError(Pos3Error, RuntimeError):
     def __init__(self, operation: str, failures: Sequence[Failure]) -> None:
         self.operation = operation
         self.failures: list[Failure] = list(failures)
-        shown = "; ".join(f"{f.target}: {f.error}" for f in self.failures[: self._SHOWN])
+        shown = "; ".join(_describe(f) for f in self.failures[: self._SHOWN])
         more = len(self.failures) - self._SHOWN
         tail = f"; and {more} more" if more > 0 else ""
         count = len(self.failures)
