@@ -31,6 +31,7 @@ from ._errors import (
     Failure,
     IntegrityError,
     NotFoundError,
+    S3Error,
     TransferError,
     UnsafeKeyError,
     translate,
@@ -215,6 +216,56 @@ def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str, str]:
     h = Hasher(md5=True)
     h.update(data)
     return data, before, h.xxh3, h.md5 or ""
+
+
+class _Resume:
+    """The journal of a partial large download: which parts of which object version are on disk."""
+
+    def __init__(self, data: Path, key: str, size: int, etag: str, part: int, meta: dict[str, str],
+                 done: set[int]) -> None:
+        self.data, self.key, self.size, self.etag, self.part = data, key, size, etag, part
+        self.meta, self.done = meta, done
+
+    @staticmethod
+    def journal_path(data: Path) -> Path:
+        return data.with_suffix(".json")
+
+    @classmethod
+    def load(cls, data: Path, key: str, size: int, etag: str, part: int) -> _Resume:
+        """The journal of ``data`` if it matches this object version and part size, else a new one."""
+        try:
+            raw = json.loads(cls.journal_path(data).read_bytes())
+            fits = (raw["key"], raw["size"], raw["etag"], raw["part"]) == (key, size, etag, part) and etag
+            if fits and os.stat(data).st_size == size:
+                return cls(data, key, size, etag, part, dict(raw["meta"]), {int(i) for i in raw["done"]})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        cls.forget(data)
+        return cls(data, key, size, "", part, {}, set())
+
+    def open(self) -> int:
+        """Open the partial file for writing (created at full size when new)."""
+        fd = os.open(self.data, os.O_WRONLY | os.O_CREAT, 0o644)
+        if not self.done:
+            os.ftruncate(fd, 0)
+            os.ftruncate(fd, self.size)
+        return fd
+
+    def mark_done(self, index: int, etag: str, meta: Mapping[str, str]) -> None:
+        self.done.add(index)
+        self.etag, self.meta = etag, dict(meta)
+        body = {"key": self.key, "size": self.size, "etag": etag, "part": self.part, "meta": self.meta,
+                "done": sorted(self.done)}
+        path = self.journal_path(self.data)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, path)
+
+    @classmethod
+    def forget(cls, data: Path) -> None:
+        for path in (data, cls.journal_path(data)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def _pread(path: Path, offset: int, size: int) -> tuple[bytes, str]:
@@ -516,7 +567,9 @@ class Engine:
         root = target.local
         confine = root if not src.single else root.parent
         staging = await anyio.to_thread.run_sync(_local.Staging.for_root, root, self.private)
-        await anyio.to_thread.run_sync(staging.clean)
+        resumable = frozenset(staging.resume_path(c.key).name for c in plan.copies
+                              if not c.is_dir and c.size >= self.options.ranged_threshold)
+        await anyio.to_thread.run_sync(staging.clean, resumable)
         store = await self.store()
         failures: list[Failure] = []
         pending: list[tuple[str, Record]] = []
@@ -568,7 +621,9 @@ class Engine:
                     if c.is_dir:
                         await anyio.to_thread.run_sync(_mkdir, local_path(c.rel))
                         return
-                    rec = await self._download_file(s3, target, c, local_path(c.rel), confine, staging, bar.update)
+                    listed = src.remote.files[c.rel].etag
+                    rec = await self._download_file(s3, target, c, local_path(c.rel), confine, staging, bar.update,
+                                                     listed)
                     pending.append((c.rel, rec))
                     if len(pending) >= RECORD_BATCH:
                         await flush()
@@ -607,16 +662,24 @@ class Engine:
 
     async def _download_file(
         self, s3: Any, target: Target, c: Copy, final: Path, confine: Path, staging: _local.Staging,
-        progress: Callable[[int], object],
+        progress: Callable[[int], object], listed_etag: str = "",
     ) -> Record:
         bucket = target.url.bucket
+        if c.size >= self.options.ranged_threshold:
+            tmp = await anyio.to_thread.run_sync(staging.resume_path, c.key)
+            try:
+                etag, meta, xxh = await self._ranged_get(s3, bucket, c, tmp, progress, listed_etag)
+                lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
+            except Exception:
+                raise  # the partial file and its journal stay for the next run to resume
+            except BaseException:
+                _Resume.forget(tmp)  # Ctrl-C: remove every temporary file
+                raise
+            await anyio.to_thread.run_sync(_Resume.forget, tmp)
+            return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
         tmp = await anyio.to_thread.run_sync(staging.new_path)
         try:
-            if c.size >= self.options.ranged_threshold:
-                etag, meta, xxh = await self._ranged_get(s3, bucket, c, tmp, progress)
-                lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
-            else:
-                etag, meta, xxh, lf = await self._streamed_get(s3, bucket, c, tmp, confine, final, progress)
+            etag, meta, xxh, lf = await self._streamed_get(s3, bucket, c, tmp, confine, final, progress)
         except BaseException:
             _local.Staging.discard(tmp)
             raise
@@ -698,17 +761,40 @@ class Engine:
                     fh.close()
 
     async def _ranged_get(
-        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object]
+        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object], listed_etag: str = ""
     ) -> tuple[str, dict[str, str], str]:
-        """Parallel ranged GETs into one file, then the whole file is checked."""
+        """Parallel ranged GETs into one file, then the whole file is checked.
+
+        Completed parts are journaled beside the partial file: a run killed midway resumes with
+        the missing parts only, guarded by the ETag (If-Match); a changed object starts over.
+        """
         url = f"s3://{bucket}/{c.key}"
         part = self.options.part_size
         count = math.ceil(c.size / part)
-        info: dict[str, Any] = {}
-        fd = await anyio.to_thread.run_sync(lambda: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, listed_etag, part)
+        for attempt in range(2):
+            try:
+                return await self._ranged_parts(s3, bucket, c, tmp, progress, journal, count, url)
+            except S3Error as exc:
+                if exc.code not in ("PreconditionFailed", "412") or attempt:
+                    raise
+                # The object changed since the parts on disk were fetched: start from zero.
+                log.info("%s changed since its partial download; starting over", url)
+                journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, "", part)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _ranged_parts(
+        self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object], journal: _Resume,
+        count: int, url: str,
+    ) -> tuple[str, dict[str, str], str]:
+        part = journal.part
+        info: dict[str, Any] = {"etag": journal.etag, "meta": journal.meta} if journal.etag else {}
+        fd = await anyio.to_thread.run_sync(journal.open)
         failures: list[BaseException] = []
+        save = anyio.Lock()
         try:
-            await anyio.to_thread.run_sync(os.ftruncate, fd, c.size)
+            for index in journal.done:
+                progress(min(c.size, (index + 1) * part) - index * part)
 
             async def fetch(index: int) -> None:
                 start = index * part
@@ -736,6 +822,8 @@ class Engine:
                         if attempts > self.options.body_retries:
                             raise
                         await anyio.sleep(min(0.1 * 2**attempts, 2.0))
+                async with save:
+                    await anyio.to_thread.run_sync(journal.mark_done, index, info["etag"], info["meta"])
 
             async def guarded(index: int) -> None:
                 try:
@@ -744,10 +832,12 @@ class Engine:
                     failures.append(exc)
                     tg.cancel_scope.cancel()
 
-            # The first part learns the ETag that guards the others (If-Match).
-            await fetch(0)
+            todo = [i for i in range(count) if i not in journal.done]
+            if todo and "etag" not in info:
+                # The first part learns the ETag that guards the others (If-Match).
+                await fetch(todo.pop(0))
             async with anyio.create_task_group() as tg:
-                for i in range(1, count):
+                for i in todo:
                     tg.start_soon(guarded, i)
             if failures:
                 raise failures[0]
@@ -763,7 +853,11 @@ class Engine:
         async with self.hash_limiter:
             h = await anyio.to_thread.run_sync(file_digests, tmp, need_md5)
         size = await anyio.to_thread.run_sync(lambda: os.stat(tmp).st_size)
-        self._verify(url, h, etag, meta, size, c.size)
+        try:
+            self._verify(url, h, etag, meta, size, c.size)
+        except IntegrityError:
+            await anyio.to_thread.run_sync(_Resume.forget, tmp)  # never resume from damaged bytes
+            raise
         return etag, meta, h.xxh3
 
     # ------------------------------------------------------------------ upload

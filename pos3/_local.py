@@ -146,14 +146,28 @@ class Staging:
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.folder / f"{uuid.uuid4().hex}.part"
 
-    def clean(self) -> int:
-        """Remove every leftover partial file; returns how many there were."""
+    def resume_path(self, key: str) -> Path:
+        """The partial file of a large object, kept across runs so a download can resume.
+
+        Its journal (which parts are complete, for which ETag) sits beside it, with ``.json``.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.resume.part"
+
+    def clean(self, keep: frozenset[str] = frozenset()) -> int:
+        """Remove every leftover partial file except resumable ones named in ``keep``.
+
+        Returns:
+            How many entries were removed.
+        """
         removed = 0
         try:
             entries = list(os.scandir(self.folder))
         except FileNotFoundError:
             return 0
         for entry in entries:
+            if entry.name in keep or entry.name.removesuffix(".json") + ".part" in keep:
+                continue
             try:
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path)

@@ -118,3 +118,62 @@ async def test_damaged_state_store_is_rebuilt(proxy: FaultProxy, s3: Any, bucket
     async with fault_mirror(cache_root) as m:
         await m.download(f"s3://{bucket}/data")
     assert local_tree(root) == {k[5:]: v for k, v in files.items()}
+
+
+async def test_sigkill_mid_large_download_resumes_with_the_remainder_only(
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path
+) -> None:
+    import json
+
+    size, part = 3 << 20, 256 << 10  # 12 parts
+    put(s3, bucket, {"data/big.bin": os.urandom(size)})
+    proxy.scenario.add(make_rule("latency", delay=0.05, method="GET", path="/data/big.bin"))
+    child = Child("download", f"s3://{bucket}/data", str(cache_root))
+    journals: list[Path] = []
+
+    def some_parts_done() -> bool:
+        journals[:] = list((cache_root / ".pos3" / "staging").rglob("*.resume.json"))
+        return (bool(journals) and len(json.loads(journals[0].read_text())["done"]) >= 4) or not child.running()
+
+    try:
+        await wait_for(some_parts_done, timeout=60)
+    finally:
+        child.kill()
+    done = json.loads(journals[0].read_text())["done"]
+    assert 4 <= len(done) < 12
+    proxy.scenario.clear()
+    before = proxy.body_bytes
+    async with fault_mirror(cache_root, part_size=part) as m:
+        await m.download(f"s3://{bucket}/data")
+    fetched = proxy.body_bytes - before
+    remainder = size - len(done) * part
+    assert remainder <= fetched < remainder + part  # the parts on disk were not fetched again
+    local = cache_root / "_" / bucket / "data" / "big.bin"
+    assert remote_tree(s3, bucket, "data/")["data/big.bin"] == local.read_bytes()
+    assert not list((cache_root / ".pos3" / "staging").rglob("*.resume.*"))
+
+
+async def test_changed_object_restarts_its_resumed_download_from_zero(
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path
+) -> None:
+    import json
+
+    size, part = 3 << 20, 256 << 10
+    put(s3, bucket, {"data/big.bin": os.urandom(size)})
+    proxy.scenario.add(make_rule("latency", delay=0.05, method="GET", path="/data/big.bin"))
+    child = Child("download", f"s3://{bucket}/data", str(cache_root))
+
+    def some_parts_done() -> bool:
+        found = list((cache_root / ".pos3" / "staging").rglob("*.resume.json"))
+        return (bool(found) and len(json.loads(found[0].read_text())["done"]) >= 2) or not child.running()
+
+    try:
+        await wait_for(some_parts_done, timeout=60)
+    finally:
+        child.kill()
+    proxy.scenario.clear()
+    new = os.urandom(size)
+    put(s3, bucket, {"data/big.bin": new})  # same size, new ETag
+    async with fault_mirror(cache_root, part_size=part) as m:
+        await m.download(f"s3://{bucket}/data")
+    assert (cache_root / "_" / bucket / "data" / "big.bin").read_bytes() == new
