@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks import config as config_mod
 from benchmarks import report
-from benchmarks.clients import PEERS, REPO, discover
+from benchmarks.clients import PEERS, REPO, discover, snapshot_pos3
 from benchmarks.datasets import Dataset, chunks, human_bytes
 from benchmarks.scenarios import Runner, scenarios
 from benchmarks.server import MotoProcess
@@ -44,6 +44,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--img-dir", type=Path, default=REPO / "docs" / "img")
     p.add_argument("--no-docs", action="store_true", help="leave docs/ alone (results JSON and stdout only)")
     p.add_argument("--no-install", action="store_true", help="do not create peer venvs; use those already there")
+    p.add_argument("--pos3-snapshot", metavar="GIT_REF",
+                   help="benchmark pos3/ as committed at this ref (e.g. HEAD) instead of the work tree")
     p.add_argument("--no-profile", action="store_true", help="do not profile scenarios that miss a target")
     return p.parse_args(argv)
 
@@ -106,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     wanted = [c.strip() for c in args.clients.split(",") if c.strip()]
     clients = discover(work, wanted, install=not args.no_install, log=notes)
+    if args.pos3_snapshot:
+        folder, sha = snapshot_pos3(args.pos3_snapshot, work)
+        clients[0].env = {"PYTHONPATH": str(folder)}
+        clients[0].version += f" (git {sha}, committed snapshot)"
     for n in notes:
         say(n)
     for c in clients:

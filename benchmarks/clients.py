@@ -30,7 +30,7 @@ class Client:
     python: str = ""
     binary: str = ""
     syncs: bool = True
-    notes: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to the common client environment
 
     def command(self, op: str, mode: str, url: str, local: Path, cache: Path, endpoint: str) -> list[str]:
         """The argv for one transfer. ``op``: download | upload; ``mode``: cold | sync."""
@@ -48,6 +48,21 @@ class Client:
         if self.key == "s3fs":
             return [self.python, str(DRIVERS / "s3fs_client.py"), op, url, str(local), endpoint]
         raise ValueError(f"unknown client {self.key!r}")
+
+
+def snapshot_pos3(ref: str, work: Path) -> tuple[Path, str]:
+    """Export ``pos3/`` as of git ``ref`` into the work dir; return the folder to put on PYTHONPATH and the sha.
+
+    Benchmarks a committed state, unaffected by edits in the work tree while the suite runs.
+    """
+    sha = _out(["git", "-C", str(REPO), "rev-parse", "--short", ref])
+    dest = work / "pos3-snapshot"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "pos3"], capture_output=True, check=True,
+                             timeout=120).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True, timeout=120)
+    return dest, sha
 
 
 def client_env(endpoint: str) -> dict[str, str]:

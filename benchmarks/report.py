@@ -141,7 +141,8 @@ def machine(clients: Sequence[Client]) -> dict[str, str]:
         "memory": mem_gib,
         "OS": platform.platform(),
         "Python": platform.python_version(),
-        "pos3 (this tree)": f"{_version('pos3')} @ {commit}",
+        "pos3 (this tree)": (clients[0].version if "snapshot" in clients[0].version
+                             else f"{_version('pos3')} @ {commit}"),
         "moto (server)": _version("moto"),
         "aiobotocore / botocore": f"{_version('aiobotocore')} / {_version('botocore')}",
     }

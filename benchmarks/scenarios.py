@@ -136,7 +136,7 @@ class Runner:
                  cache: Path, record: bool = True) -> tuple[RunResult, float]:
         cmd = client.command(sc.op, mode, self._url(prefix), local, cache, self.server.endpoint)
         before = self.server.counts()
-        m = measure(cmd, self.env, self.cfg.timeout, self.logs / f"{sc.key}-{client.key}-{run}.stderr")
+        m = measure(cmd, self.env | client.env, self.cfg.timeout, self.logs / f"{sc.key}-{client.key}-{run}.stderr")
         after = self.server.counts()
         res = RunResult(sc.key, client.key, run, "ok", wall=m.wall, cpu=m.cpu, user=m.user, sys=m.sys,
                         rss_mib=m.rss_mib, requests=diff_counts(before, after))
@@ -293,7 +293,7 @@ class Runner:
                     self._measure(sc, pos3, -1, "sync", prefix, local, base / "cache", record=False)
             cmd = pos3.command(sc.op, "sync", self._url(prefix), local, base / "cache", self.server.endpoint)
             cmd += ["--profile", str(out)]
-            measure(cmd, self.env, self.cfg.timeout, self.logs / f"profile-{sc.key}.stderr")
+            measure(cmd, self.env | pos3.env, self.cfg.timeout, self.logs / f"profile-{sc.key}.stderr")
             return out.read_text() if out.exists() else None
         finally:
             if sc.op == "upload":
