@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 from anyio.abc import TaskGroup
@@ -171,6 +171,14 @@ def _name_path(exc: OSError, path: Path, url: str) -> OSError:
     if exc.filename is not None or exc.errno not in _DISK_ERRNOS:
         return exc
     return OSError(exc.errno, f"{exc.strerror} (downloading {url})", str(path))
+
+
+def _raise_named(exc: OSError, path: Path, url: str) -> NoReturn:
+    """Re-raise ``exc``, as an error naming ``path`` when it is a bare disk error."""
+    named = _name_path(exc, path, url)
+    if named is exc:
+        raise exc
+    raise named from exc
 
 
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
@@ -670,6 +678,10 @@ class Engine:
             try:
                 etag, meta, xxh = await self._ranged_get(s3, bucket, c, tmp, progress, listed_etag)
                 lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
+            except OSError as exc:
+                if exc.errno in _DISK_ERRNOS:  # a full or read-only disk: give the space back
+                    await anyio.to_thread.run_sync(_Resume.forget, tmp)
+                raise
             except Exception:
                 raise  # the partial file and its journal stay for the next run to resume
             except BaseException:
@@ -751,10 +763,7 @@ class Engine:
                 lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
             return etag, meta, h.xxh3, lf
         except OSError as exc:
-            named = _name_path(exc, final, url)
-            if named is exc:
-                raise
-            raise named from exc
+            _raise_named(exc, final, url)
         finally:
             if fh is not None:
                 with contextlib.suppress(OSError):
@@ -842,10 +851,7 @@ class Engine:
             if failures:
                 raise failures[0]
         except OSError as exc:
-            named = _name_path(exc, tmp, url)
-            if named is exc:
-                raise
-            raise named from exc
+            _raise_named(exc, tmp, url)
         finally:
             await anyio.to_thread.run_sync(os.close, fd)
         etag, meta = info["etag"], info["meta"]

@@ -99,45 +99,41 @@ class S3:
     def __init__(self, client: S3Client) -> None:
         self.client = client
 
+    async def _pages(self, bucket: str, prefix: str, delimiter: str = "") -> AsyncIterator[Mapping[str, Any]]:
+        """Every ListObjectsV2 page below ``prefix``; errors translated once, here."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            try:
+                page = await self.client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
     async def list_all(self, bucket: str, prefix: str) -> Listing:
         """Every object below ``prefix`` (all pages)."""
         files: list[RemoteFile] = []
         markers: list[str] = []
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        try:
-            while True:
-                page = await self.client.list_objects_v2(**kwargs)
-                for obj in page.get("Contents", ()):
-                    key = obj["Key"]
-                    if key.endswith("/"):
-                        markers.append(key)
-                    else:
-                        files.append(_remote_file(obj))
-                token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    break
-                kwargs["ContinuationToken"] = token
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        async for page in self._pages(bucket, prefix):
+            for obj in page.get("Contents", ()):
+                if obj["Key"].endswith("/"):
+                    markers.append(obj["Key"])
+                else:
+                    files.append(_remote_file(obj))
         return Listing(tuple(files), tuple(markers))
 
     async def list_level(self, bucket: str, prefix: str) -> tuple[list[RemoteFile], list[str]]:
         """Objects and sub-prefixes directly below ``prefix`` (one level, ``Delimiter='/'``)."""
         files: list[RemoteFile] = []
         dirs: list[str] = []
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
-        try:
-            while True:
-                page = await self.client.list_objects_v2(**kwargs)
-                for obj in page.get("Contents", ()):
-                    files.append(_remote_file(obj))
-                dirs.extend(p["Prefix"] for p in page.get("CommonPrefixes", ()))
-                token = page.get("NextContinuationToken")
-                if not page.get("IsTruncated") or not token:
-                    break
-                kwargs["ContinuationToken"] = token
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        async for page in self._pages(bucket, prefix, "/"):
+            files += [_remote_file(obj) for obj in page.get("Contents", ())]
+            dirs += [p["Prefix"] for p in page.get("CommonPrefixes", ())]
         return files, dirs
 
     async def head(self, bucket: str, key: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 
 import anyio
@@ -125,31 +125,24 @@ class StateStore:
         gone = [(full(rel),) for rel in drop]
         if not rows and not gone:
             return
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    if gone:
-                        self._db.executemany("DELETE FROM files WHERE path = ?", gone)
-                    if rows:
-                        self._db.executemany(
-                            f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.DatabaseError as exc:
-                # Losing records only costs re-checking content later; never fail a transfer for it.
-                log.warning("pos3 could not write the state store %s: %s", self.path, exc)
+        self._transaction([
+            ("DELETE FROM files WHERE path = ?", gone),
+            (f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows),
+        ])
 
-    def _transaction(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+    def _transaction(self, statements: list[tuple[str, Sequence[Sequence[object]]]]) -> None:
+        """Run ``(sql, rows)`` pairs (each statement once per row) in one transaction.
+
+        A write that fails is logged, never raised: losing records only costs re-checking
+        content later, never a transfer.
+        """
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, args in statements:
-                        self._db.execute(sql, args)
+                    for sql, rows in statements:
+                        if rows:
+                            self._db.executemany(sql, rows)
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -159,7 +152,7 @@ class StateStore:
 
     def touch_tree(self, root: Path, size: int, when: float) -> None:
         """Remember a downloaded tree, its size in bytes and when it was last used."""
-        self._transaction([("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", (str(root), size, when))])
+        self._transaction([("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", [(str(root), size, when)])])
 
     def trees(self) -> list[tuple[str, int, float]]:
         """Every remembered tree: ``(path, bytes, last_used)``, least recently used first."""
@@ -174,8 +167,8 @@ class StateStore:
         """Drop a tree and every record below it (after it was evicted)."""
         base = str(root)
         self._transaction([
-            ("DELETE FROM trees WHERE path = ?", (base,)),
-            ("DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", (base, base + "/", base + "0")),
+            ("DELETE FROM trees WHERE path = ?", [(base,)]),
+            ("DELETE FROM files WHERE path = ? OR (path >= ? AND path < ?)", [(base, base + "/", base + "0")]),
         ])
 
     def close(self) -> None:
