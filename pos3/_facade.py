@@ -315,7 +315,7 @@ def upload(
     exclude: Exclude = None,
     profile: ProfileArg = None,
     *,
-    settle: float | None = 2.0,
+    settle: float | None = 1.0,
     atomic: bool = False,
 ) -> Path:
     """Register a local path uploaded on exit and every ``interval`` seconds; return it.
@@ -359,7 +359,7 @@ def sync(
     exclude: Exclude = None,
     profile: ProfileArg = None,
     *,
-    settle: float | None = 2.0,
+    settle: float | None = 1.0,
     atomic: bool = False,
 ) -> Path:
     """Download now, then register the same path for upload; return it.

@@ -357,7 +357,7 @@ class AsyncMirror:
         exclude: Exclude = None,
         profile: ProfileArg = None,
         *,
-        settle: float | None = 2.0,
+        settle: float | None = 1.0,
         atomic: bool = False,
     ) -> Path:
         """Register a local folder (or file) that is uploaded on exit and every ``interval`` seconds.
@@ -434,7 +434,7 @@ class AsyncMirror:
         exclude: Exclude = None,
         profile: ProfileArg = None,
         *,
-        settle: float | None = 2.0,
+        settle: float | None = 1.0,
         atomic: bool = False,
     ) -> Path:
         """Download now, then register the same path for upload (resume-and-save jobs).
