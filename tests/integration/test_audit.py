@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import pos3
@@ -765,3 +766,168 @@ async def test_sync_with_atomic_round_trip(open_mirror: Any, s3: Any, bucket: st
     async with open_mirror() as m:
         got = await m.download(f"s3://{bucket}/state", local=path.parent / "check")
     assert local_tree(got) == {"step": b"2"}
+
+
+@pytest.mark.xfail(strict=True, reason="AUDIT: sync() of a new file-like key makes a folder where upload() leaves room "
+                                       "for a file")
+async def test_sync_first_run_of_a_file_key_returns_a_writable_file_path(open_mirror: Any, s3: Any,
+                                                                         bucket: str) -> None:
+    async with open_mirror() as m:
+        up = await m.upload(f"s3://{bucket}/a/model.pt", interval=None)
+        assert not up.is_dir()
+        up.write_bytes(b"w")
+        path = await m.sync(f"s3://{bucket}/b/metrics.json", interval=None)  # first run: nothing there yet
+        assert not path.is_dir()
+        path.write_bytes(b"{}")
+    assert remote_tree(s3, bucket) == {"a/model.pt": b"w", "b/metrics.json": b"{}"}
+
+
+async def test_sync_of_an_existing_single_object(open_mirror: Any, s3: Any, bucket: str) -> None:
+    put(s3, bucket, {"state.json": b"{1}"})
+    async with open_mirror() as m:
+        path = await m.sync(f"s3://{bucket}/state.json", interval=None)
+        assert path.is_file() and path.read_bytes() == b"{1}"
+        path.write_bytes(b"{2}")
+    assert remote_tree(s3, bucket) == {"state.json": b"{2}"}
+
+
+async def test_cancelled_amirror_body_never_uploads(s3: Any, bucket: str, cache_root: Path) -> None:
+    put(s3, bucket, {"out/precious": b"p"})
+    with anyio.CancelScope() as scope:
+        async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
+            out = await m.upload(f"s3://{bucket}/out", interval=None, sync_on_error=True)
+            (out / "half").write_bytes(b"h")
+            scope.cancel()
+            await anyio.sleep(5)  # cancelled at once: never waits
+    assert scope.cancelled_caught
+    assert remote_tree(s3, bucket) == {"out/precious": b"p"}
+
+
+async def test_two_async_mirrors_on_one_root_at_once(s3: Any, bucket: str, cache_root: Path) -> None:
+    put(s3, bucket, {f"d/f{i}": bytes([i]) * 2000 for i in range(40)})
+    results: list[Path] = []
+
+    async def job() -> None:
+        async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
+            results.append(await m.download(f"s3://{bucket}/d"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(job)
+    assert len(set(results)) == 1
+    assert local_tree(results[0]) == {f"f{i}": bytes([i]) * 2000 for i in range(40)}
+
+
+async def test_failing_background_sync_is_logged(s3: Any, bucket: str, cache_root: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="pos3")
+    async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
+        out = await m.upload(f"s3://{bucket}/bg", interval=0.1, settle=None)
+        s3.delete_bucket(Bucket=bucket)
+        (out / "f").write_bytes(b"1")
+        await wait_for(lambda: any("background" in r.getMessage() for r in caplog.records))
+        s3.create_bucket(Bucket=bucket)
+        await wait_for(lambda: "bg/f" in remote_tree(s3, bucket, "bg/"))
+    assert any(bucket in r.getMessage() for r in caplog.records if "background" in r.getMessage())
+
+
+async def test_leftover_partial_files_are_cleaned_even_without_delete(open_mirror: Any, s3: Any, bucket: str,
+                                                                      cache_root: Path) -> None:
+    put(s3, bucket, {"t/a": b"a"})
+    async with open_mirror() as m:
+        await m.download(f"s3://{bucket}/t", delete=False)
+    staging = cache_root / ".pos3" / "staging"
+    folder = next(p for p in staging.iterdir() if p.is_dir())
+    (folder / "killed.part").write_bytes(b"partial")
+    put(s3, bucket, {"t/b": b"b"})
+    async with open_mirror() as m:
+        got = await m.download(f"s3://{bucket}/t", delete=False)
+    assert not (folder / "killed.part").exists()
+    assert sorted(os.listdir(got)) == ["a", "b"]
+
+
+async def test_a_dry_run_on_a_fresh_cache_creates_nothing(open_mirror: Any, s3: Any, bucket: str,
+                                                          cache_root: Path) -> None:
+    put(s3, bucket, {"d/a": b"a"})
+    async with open_mirror() as m:
+        await m.plan_download(f"s3://{bucket}/d")
+        await m.plan_upload(f"s3://{bucket}/d")
+        await m.ls(f"s3://{bucket}/d")
+        assert not cache_root.exists()
+
+
+async def test_resumed_sync_job_transfers_nothing_it_already_has(
+    open_mirror: Any, s3: Any, bucket: str, server: CountingMotoServer
+) -> None:
+    async with open_mirror() as m:
+        path = await m.sync(f"s3://{bucket}/run", interval=None)
+        for i in range(20):
+            (path / f"ckpt{i}").write_bytes(b"c%d" % i)
+    server.log.clear()
+    async with open_mirror() as m:  # the job restarts on the same machine
+        again = await m.sync(f"s3://{bucket}/run", interval=None)
+        assert again == path
+    assert server.log.count("PUT") == 0 and server.log.count("DELETE") == 0
+    assert sum(1 for meth, _, q in server.log.requests if meth == "GET" and "list-type" not in q) == 0
+    assert server.log.count() <= 4
+
+
+async def test_exit_after_a_background_upload_sends_nothing_twice(
+    open_mirror: Any, s3: Any, bucket: str, server: CountingMotoServer
+) -> None:
+    async with open_mirror() as m:
+        out = await m.upload(f"s3://{bucket}/bg", interval=0.1, settle=None)
+        (out / "f").write_bytes(b"1")
+        await wait_for(lambda: "bg/f" in remote_tree(s3, bucket, "bg/"))
+        puts = server.log.count("PUT")
+    assert server.log.count("PUT") == puts
+
+
+async def test_large_file_default_settings_round_trip(s3: Any, bucket: str, cache_root: Path,
+                                                      tmp_path: Path) -> None:
+    data = os.urandom((9 << 20) + 17)  # above the multipart threshold: a multipart ETag
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(data)
+    async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
+        await m.upload(f"s3://{bucket}/big", local=src, interval=None)
+    assert "-" in s3.head_object(Bucket=bucket, Key="big/big.bin")["ETag"]
+    async with pos3.amirror(cache_root=tmp_path / "other-cache", show_progress=False) as m:
+        got = await m.download(f"s3://{bucket}/big")
+    assert (got / "big.bin").read_bytes() == data
+    edited = bytearray(data)
+    edited[123] ^= 0xFF  # same size, other content
+    (src / "big.bin").write_bytes(bytes(edited))
+    async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
+        await m.upload(f"s3://{bucket}/big", local=src, interval=None)
+    async with pos3.amirror(cache_root=tmp_path / "other-cache", show_progress=False) as m:
+        await m.download(f"s3://{bucket}/big")
+    assert (got / "big.bin").read_bytes() == bytes(edited)
+
+
+async def test_download_removes_local_folders_absent_remotely(open_mirror: Any, s3: Any, bucket: str,
+                                                              tmp_path: Path) -> None:
+    put(s3, bucket, {"d/a": b"a"})
+    local = tmp_path / "l"
+    (local / "stale" / "deeper").mkdir(parents=True)
+    (local / "stale" / "deeper" / "x").write_bytes(b"x")
+    (local / "empty").mkdir()
+    async with open_mirror() as m:
+        await m.download(f"s3://{bucket}/d", local=local)
+    assert sorted(os.listdir(local)) == ["a"]
+
+
+@pytest.mark.xfail(strict=True, reason="AUDIT (cheap compat): error messages lack the phrases pos3 0.4.0's own tests "
+                                       "match on")
+def test_error_messages_keep_the_phrases_of_pos3_0_4(s3: Any, bucket: str, cache_root: Path) -> None:
+    put(s3, bucket, {"data/file.txt": b"12345"})
+    with pytest.raises(RuntimeError, match="No active mirror"):
+        pos3.download(f"s3://{bucket}/data")
+    with pos3.mirror(cache_root=cache_root, show_progress=False):
+        with pytest.raises(RuntimeError, match="Mirror already active"), pos3.mirror(cache_root=cache_root):
+            pass
+        pos3.download(f"s3://{bucket}/data", exclude=["*.log"])
+        with pytest.raises(ValueError, match="already registered with different parameters"):
+            pos3.download(f"s3://{bucket}/data", exclude=["*.txt"])
+        with pytest.raises(ValueError, match="Conflict"):
+            pos3.upload(f"s3://{bucket}/data/subdir")
