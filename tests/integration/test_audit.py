@@ -304,7 +304,7 @@ async def test_ls_s3_and_local_levels(open_mirror: Any, s3: Any, bucket: str, tm
 
 
 async def test_pagination_past_1000_objects(s3: Any, bucket: str, cache_root: Path) -> None:
-    n = 1203
+    n = 1001
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:05}", Body=b"%d" % i), range(n)))
     async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
@@ -314,7 +314,7 @@ async def test_pagination_past_1000_objects(s3: Any, bucket: str, cache_root: Pa
         assert len(await m.ls(f"s3://{bucket}/many")) == n
         assert len(await m.ls(f"s3://{bucket}/many", recursive=True)) == n
     assert len(os.listdir(got)) == n
-    assert (got / "f01202").read_bytes() == b"1202"
+    assert (got / "f01000").read_bytes() == b"1000"
 
 
 # ---------------------------------------------------------------------------- exclude
@@ -985,3 +985,39 @@ async def test_progress_shows_the_finished_transfer(open_mirror: Any, s3: Any, b
         await m.download(f"s3://{bucket}/p")
     err = capfd.readouterr().err
     assert "100%" in err and "195k/195k" in err
+
+
+async def test_one_worker_is_enough_for_every_operation(s3: Any, bucket: str, cache_root: Path,
+                                                        tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom((9 << 20) + 5)
+    (src / "big.bin").write_bytes(big)
+    for i in range(5):
+        (src / f"s{i}").write_bytes(b"%d" % i)
+    with anyio.fail_after(90):  # a shared limiter taken twice by one task would hang here
+        async with pos3.amirror(cache_root=cache_root, show_progress=False, max_workers=1) as m:
+            await m.upload(f"s3://{bucket}/u", local=src, interval=None)
+            await m.upload(f"s3://{bucket}/a", local=src, interval=None, atomic=True)
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "s0").write_bytes(b"0")  # same size, no record: a content check
+        async with pos3.amirror(cache_root=cache_root, show_progress=False, max_workers=1) as m:
+            got = await m.download(f"s3://{bucket}/u", local=other)
+            snap = await m.download(f"s3://{bucket}/a", local=tmp_path / "snap")
+    assert local_tree(got) == local_tree(src) == local_tree(snap)
+
+
+@pytest.mark.xfail(strict=True, reason="AUDIT: upload(atomic=True) of a single file silently uploads nothing")
+async def test_atomic_upload_of_a_single_file_is_not_silently_dropped(open_mirror: Any, s3: Any, bucket: str,
+                                                                      tmp_path: Path) -> None:
+    src = tmp_path / "model.pt"
+    src.write_bytes(b"weights")
+    try:
+        async with open_mirror() as m:
+            await m.upload(f"s3://{bucket}/ckpt/model.pt", local=src, interval=None, atomic=True)
+    except ValueError:
+        return  # refusing it clearly is fine too
+    async with open_mirror() as m:
+        got = await m.download(f"s3://{bucket}/ckpt/model.pt", local=tmp_path / "back.pt")
+    assert got.read_bytes() == b"weights"
