@@ -2,9 +2,11 @@
 recently used ones are evicted when the cache grows past a limit.
 
 A tree that an open mirror uses — in any process — is pinned by a shared ``flock`` on its pin
-file (``<cache_root>/.pos3/pins/``) for the mirror's lifetime; eviction takes the same lock
-exclusively without waiting, so it skips every pinned tree. Only trees that `download` placed
-under the cache root are ever evicted: uploads, syncs and folders given with ``local=`` are not.
+file (``<cache_root>/.pos3/pins/``, which names the tree) for the mirror's lifetime: downloaded
+trees and upload/sync folders alike. Eviction takes the pins of a tree, of every pinned tree
+inside it and of every tree holding it, exclusively and without waiting, so it skips a tree when
+any of them is in use. Only trees that `download` placed under the cache root are ever evicted:
+uploads, syncs and folders given with ``local=`` are not.
 
 Everything here blocks; the engine calls it from worker threads.
 """
@@ -39,6 +41,8 @@ class Pin:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_SH)
+        if os.fstat(self._fd).st_size == 0:  # name the tree, so eviction can find pins below a tree
+            os.pwrite(self._fd, os.fsencode(str(root)), 0)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -48,17 +52,45 @@ class Pin:
             os.close(fd)
 
 
-def _is_pinned(private: Path, root: Path) -> tuple[bool, int | None]:
-    """Try to take the pin exclusively; returns (pinned, fd holding the exclusive lock)."""
-    path = _pin_path(private, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+def _related(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _lock_related(private: Path, root: Path) -> list[int] | None:
+    """Take every pin of ``root``, of trees inside it and of trees holding it, exclusively.
+
+    Returns:
+        The file descriptors holding the locks, or ``None`` (nothing held) when one of those
+        trees is in use by an open mirror.
+    """
+    pins = {_pin_path(private, root)}
+    folder = private / "pins"
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                named = Path(os.fsdecode(Path(entry.path).read_bytes()))
+                if named.is_absolute() and _related(named, root):
+                    pins.add(Path(entry.path))
+    held: list[int] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for pin in sorted(pins):
+        fd = os.open(pin, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            for other in held:
+                os.close(other)
+            return None
+        held.append(fd)
+    return held
+
+
+def _is_pinned(private: Path, root: Path) -> bool:
+    held = _lock_related(private, root)
+    for fd in held or ():
         os.close(fd)
-        return True, None
-    return False, fd
+    return held is None
 
 
 @dataclass(frozen=True)
@@ -98,10 +130,7 @@ def entries(cache_root: Path, store: StateStore | None = None) -> list[CacheEntr
             if not p.exists():
                 store.forget_tree(p)
                 continue
-            pinned, fd = _is_pinned(private, p)
-            if fd is not None:
-                os.close(fd)
-            out.append(CacheEntry(p, size, used, pinned))
+            out.append(CacheEntry(p, size, used, _is_pinned(private, p)))
         return out
     finally:
         if own:
@@ -126,8 +155,8 @@ def prune(cache_root: Path, max_bytes: int, store: StateStore | None = None) -> 
                 break
             if entry.pinned or not _inside(cache_root, entry.path):
                 continue
-            pinned, fd = _is_pinned(private, entry.path)
-            if pinned or fd is None:
+            held = _lock_related(private, entry.path)
+            if held is None:
                 continue
             try:
                 if entry.path.is_dir() and not entry.path.is_symlink():
@@ -136,7 +165,8 @@ def prune(cache_root: Path, max_bytes: int, store: StateStore | None = None) -> 
                     entry.path.unlink(missing_ok=True)
                 store.forget_tree(entry.path)
             finally:
-                os.close(fd)
+                for fd in held:
+                    os.close(fd)
             total -= entry.bytes
             evicted.append(entry)
             log.info("pos3 cache: evicted %s (%d bytes, least recently used)", entry.path, entry.bytes)

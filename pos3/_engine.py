@@ -324,8 +324,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# Multipart uploads this process is sending right now; any other journal entry of this process
+# is stale (its abort failed earlier) and is aborted by the next sync, like a dead process's.
+_IN_FLIGHT: set[str] = set()
+
+
 def _journal_stale(folder: Path, bucket: str, prefix: str) -> list[tuple[Path, str, str]]:
-    """Entries of dead processes for keys below ``prefix``: ``(entry, key, upload_id)``."""
+    """Entries of dead processes, or of this one but no longer in flight, for keys below ``prefix``."""
     out: list[tuple[Path, str, str]] = []
     try:
         entries = sorted(folder.glob("*.json"))
@@ -339,7 +344,8 @@ def _journal_stale(folder: Path, bucket: str, prefix: str) -> list[tuple[Path, s
             _journal_remove(entry)  # half-written by a killed process: nothing to go on
             continue
         b, key, upload_id, pid = found
-        if b == bucket and key.startswith(prefix) and not _pid_alive(pid):
+        abandoned = not _pid_alive(pid) or (pid == os.getpid() and upload_id not in _IN_FLIGHT)
+        if b == bucket and key.startswith(prefix) and abandoned:
             out.append((entry, key, upload_id))
     return out
 
@@ -564,9 +570,7 @@ class Engine:
             if src.empty:
                 if not allow_empty:
                     raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
-                if not target.local.exists():
-                    await anyio.to_thread.run_sync(lambda: target.local.mkdir(parents=True, exist_ok=True))
-                return 0
+                return 0  # sync() on a first run: the upload registration prepares the path
             await self._run_download(target, src, plan, digests)
             return sum(f.size for r, f in src.remote.files.items() if not exclude.excluded(r))
 
@@ -574,6 +578,7 @@ class Engine:
         s3 = await self.pool.get(target.profile)
         root = target.local
         confine = root if not src.single else root.parent
+        created = await anyio.to_thread.run_sync(_local.missing_top, root)  # folders this run makes
         staging = await anyio.to_thread.run_sync(_local.Staging.for_root, root, self.private)
         resumable = frozenset(staging.resume_path(c.key).name for c in plan.copies
                               if not c.is_dir and c.size >= self.options.ranged_threshold)
@@ -654,7 +659,9 @@ class Engine:
                 failures.append(Failure(str(local_path(d.rel)), exc))
         await flush()
         if failures:
-            raise TransferError("download", failures)
+            if created is not None:  # leave no empty folder behind when nothing could be placed
+                await anyio.to_thread.run_sync(_local.prune_empty, confine, created)
+            raise TransferError.of("download", failures)
 
     async def _start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy) -> None:
         """Start ``fn(c)`` holding a limiter slot; waits for a slot so tasks never pile up."""
@@ -965,7 +972,7 @@ class Engine:
                             failures.append(Failure(target.url.child(key), err))
         await anyio.to_thread.run_sync(store.write, root, pending, gone)
         if failures:
-            raise TransferError("upload", failures)
+            raise TransferError.of("upload", failures)
 
     async def _upload_file(
         self, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], object]
@@ -987,6 +994,7 @@ class Engine:
             part = max(self.options.part_size, math.ceil(size / 10000))
             count = max(1, math.ceil(size / part))
             upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
+            _IN_FLIGHT.add(upload_id)
             journal = await anyio.to_thread.run_sync(_journal_add, self.private / "multipart", bucket, c.key,
                                                      upload_id)
             etags: list[str] = [""] * count
@@ -1014,6 +1022,8 @@ class Engine:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(_journal_remove, journal)
                 raise
+            finally:
+                _IN_FLIGHT.discard(upload_id)
             await anyio.to_thread.run_sync(_journal_remove, journal)
         after = await anyio.to_thread.run_sync(_local.stat_file, path)
         if (after.size, after.mtime_ns) != (before.size, before.mtime_ns) or after.size != size:
@@ -1063,8 +1073,11 @@ class Engine:
         With ``settle``, nothing is published while a file changed less than ``settle`` s ago.
         """
         root = target.local
+        if await anyio.to_thread.run_sync(root.is_file):
+            # One object: a single PUT (or a completed multipart upload) is atomic already.
+            return await self.upload(target, delete=delete, exclude=exclude, settle=settle)
         if not await anyio.to_thread.run_sync(root.is_dir):
-            log.info("%s is not a folder; nothing to publish to %s", root, target.url)
+            log.info("%s does not exist; nothing to publish to %s", root, target.url)
             return
         url, bucket = target.url, target.url.bucket
         layout = SnapshotLayout(url.dir_prefix)
@@ -1141,7 +1154,7 @@ class Engine:
                         else:
                             tg.start_soon(send, c)
             if failures:
-                raise TransferError("upload", failures)
+                raise TransferError.of("upload", failures)
 
             entries = {rel: (digests[rel], lf.size) for rel, lf in files.items()}
             if not delete and previous is not None:

@@ -14,6 +14,8 @@ Pos3Error
 │   └── EndpointError          (also ConnectionError)    unreachable endpoint, timeout
 ├── IntegrityError                                  downloaded bytes do not match the known checksum
 └── TransferError              (also RuntimeError)  one or more objects of a batch failed
+                                                    (also PermissionError / FileNotFoundError
+                                                    when every object failed for that reason)
 ```
 
 Only `translate()` looks inside botocore and aiohttp exceptions; everything else in pos3 sees the
@@ -141,6 +143,26 @@ class TransferError(Pos3Error, RuntimeError):
 
     def __reduce__(self) -> tuple[type[TransferError], tuple[str, list[Failure]]]:
         return (type(self), (self.operation, self.failures))
+
+    @classmethod
+    def of(cls, operation: str, failures: Sequence[Failure]) -> TransferError:
+        """The `TransferError` for ``failures``; when every object failed for one reason (all
+        denied, all missing), it is also a `PermissionError` / `FileNotFoundError`, so
+        ``except PermissionError`` works as for a single object."""
+        kinds = {type(f.error) for f in failures}
+        if kinds and all(issubclass(k, AccessDeniedError) for k in kinds):
+            return _DeniedTransferError(operation, failures)
+        if kinds and all(issubclass(k, NotFoundError) for k in kinds):
+            return _MissingTransferError(operation, failures)
+        return cls(operation, failures)
+
+
+class _DeniedTransferError(TransferError, PermissionError):
+    """Every object of the batch was refused: a `TransferError` and a `PermissionError`."""
+
+
+class _MissingTransferError(TransferError, FileNotFoundError):
+    """Every object of the batch was missing: a `TransferError` and a `FileNotFoundError`."""
 
 
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}

@@ -91,7 +91,9 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
         core = AsyncMirror(**self._kwargs)  # validates arguments before anything starts
         with _lock:
             if _active is not None:
-                raise NoMirrorError("pos3.mirror() is already active in this process; nested mirrors are not allowed")
+                raise NoMirrorError(
+                    "Mirror already active: pos3.mirror() is open in this process; nested mirrors are not allowed"
+                )
             _active = self
         try:
             self._portal_cm = start_blocking_portal(backend="asyncio", backend_options=_backend_options())
@@ -263,7 +265,7 @@ def _current() -> SyncMirror:
                 f"pos3.mirror() was opened in the parent process (pid {_forked_from}); paths it returned stay "
                 "valid here, but to transfer from this process open a new pos3.mirror() in it"
             )
-        raise NoMirrorError("No active pos3 mirror: call this inside 'with pos3.mirror():' (or use pos3.amirror())")
+        raise NoMirrorError("No active mirror: call this inside 'with pos3.mirror():' (or use pos3.amirror())")
     return active
 
 

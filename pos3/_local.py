@@ -115,6 +115,26 @@ def delete_entry(root: Path, rel: str, is_dir: bool, recursive: bool = False) ->
         os.unlink(target)
 
 
+def missing_top(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (or ``path`` itself) that does not exist yet."""
+    top = None
+    while not path.exists() and path != path.parent:
+        top, path = path, path.parent
+    return top
+
+
+def prune_empty(path: Path, top: Path) -> None:
+    """Remove ``path`` and its parents up to ``top`` while they are empty folders."""
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == top or path == path.parent:
+            return
+        path = path.parent
+
+
 @dataclass(frozen=True)
 class Staging:
     """Where partial files of one root are written before they are renamed into place.

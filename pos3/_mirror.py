@@ -7,6 +7,7 @@ import datetime
 import logging
 import math
 import os
+import re
 import stat
 import time
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ class _Upload:
     settle: float | None = None
     atomic: bool = False
     last_sync: float = field(default_factory=time.monotonic)
+
+
+# "model.pt", "pred.csv", "data.tar.gz" name files; "v1.2", "lr-0.001", "2024.01.05" name folders.
+_FILE_SUFFIX = re.compile(r"[^.]\.[A-Za-z][A-Za-z0-9]{0,9}$")
 
 
 def _check_settle(settle: float | None) -> float | None:
@@ -189,7 +194,7 @@ class AsyncMirror:
             clean = exc_type is None or (isinstance(exc, SystemExit) and exc.code in (None, 0))
             if clean:
                 todo = list(self._uploads.values())
-            elif issubclass(exc_type, Exception):  # type: ignore[arg-type]
+            elif isinstance(exc, Exception | SystemExit):
                 todo = [u for u in self._uploads.values() if u.sync_on_error]
             else:  # KeyboardInterrupt, cancellation: never upload, never delete remotely.
                 todo = []
@@ -261,7 +266,7 @@ class AsyncMirror:
         bucket, stem, profile = self._key(target)
         for (b, s, p) in table:
             if b == bucket and p == profile and overlaps(s, stem) and not (skip_same and s == stem):
-                raise RegistrationError(f"s3://{bucket}/{stem}: overlaps the {what} of s3://{b}/{s}")
+                raise RegistrationError(f"Conflict: s3://{bucket}/{stem} overlaps the {what} of s3://{b}/{s}")
 
     # ------------------------------------------------------------------ public API
 
@@ -318,7 +323,9 @@ class AsyncMirror:
         existing = self._downloads.get(key)
         if existing is not None:
             if existing.params != params:
-                raise RegistrationError(f"{target.url}: already downloaded in this mirror with other arguments")
+                raise RegistrationError(
+                    f"{target.url}: download already registered with different parameters in this mirror"
+                )
             await existing.done.wait()
             if existing.error is not None:
                 raise existing.error
@@ -404,11 +411,15 @@ class AsyncMirror:
         existing = self._uploads.get(key)
         if existing is not None:
             if existing.params != params:
-                raise RegistrationError(f"{target.url}: already registered for upload with other arguments")
+                raise RegistrationError(
+                    f"{target.url}: upload already registered with different parameters in this mirror"
+                )
             return existing.target.local
         self._conflicts(target, self._downloads, "download")  # type: ignore[arg-type]
         self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         await anyio.to_thread.run_sync(self._prepare_upload_path, target)
+        # Pinned for this mirror's lifetime: no eviction may remove what the exit upload sends.
+        self._pins.append(await anyio.to_thread.run_sync(Pin, self.engine.private, target.local))
         self._uploads[key] = _Upload(params, target, iv, bool(delete), bool(sync_on_error), excluder, settle,
                                      bool(atomic))
         if iv is not None:
@@ -420,7 +431,9 @@ class AsyncMirror:
         path = target.local
         if path.exists():
             return
-        looks_like_file = bool(target.url.stem) and "." in path.name.strip(".") and not target.url.trailing_slash
+        named_like_file = bool(_FILE_SUFFIX.search(path.name))
+        named_like_file = bool(_FILE_SUFFIX.search(path.name))
+        looks_like_file = bool(target.url.stem) and not target.url.trailing_slash and named_like_file
         (path.parent if looks_like_file else path).mkdir(parents=True, exist_ok=True)
 
     async def sync(
@@ -475,6 +488,9 @@ class AsyncMirror:
             Excluder.of(exclude).patterns, _check_settle(settle), bool(atomic),
         ):
             return existing.target.local
+        # sync() ends as an upload registration: refuse overlaps before anything moves.
+        self._conflicts(target, self._downloads, "download")  # type: ignore[arg-type]
+        self._conflicts(target, self._uploads, "upload")  # type: ignore[arg-type]
         path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True)
         self._downloads.pop(key, None)
         return await self.upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile,
@@ -643,7 +659,7 @@ class AsyncMirror:
             for u in uploads:
                 tg.start_soon(one, u)
         if failures:
-            raise TransferError("upload", failures)
+            raise TransferError.of("upload", failures)
 
     def _ensure_background(self) -> None:
         if not self._background_started and not self._closing:
@@ -683,7 +699,7 @@ def _with_selector(name: str, url: str) -> str:
 
 def _ls_local(path: Path, recursive: bool) -> list[str]:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        return []  # as pos3 0.4.0: nothing there, nothing listed
     if path.is_file():
         return [str(path)]
     out: list[str] = []

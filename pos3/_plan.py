@@ -357,11 +357,14 @@ def plan_upload(
     checks: list[Check] = []
     adopt: list[str] = []
     refresh: list[str] = []
+    # An empty local folder becomes a marker, unless S3 keeps objects below it that the
+    # exclude patterns hide (they stay, so the folder exists in S3 already).
     nonempty: set[str] = set()
-    for rel in lfiles:
+    for rel in [*lfiles, *ldirs]:
         nonempty.update(ancestors(rel))
-    for d in ldirs:
-        nonempty.update(ancestors(d))
+    for rel in remote.files:
+        if exclude.excluded(rel):
+            nonempty.update(ancestors(rel))
     for d in sorted(ldirs - nonempty - markers):
         copies.append(Copy(d, prefix + d + "/", 0, Reason.NEW, is_dir=True))
     for rel, lf in sorted(lfiles.items()):

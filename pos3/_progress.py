@@ -33,6 +33,6 @@ class Progress:
             return
         from tqdm import tqdm
 
-        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+        with tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=True,
                   file=self.stream or sys.stderr, dynamic_ncols=True, mininterval=0.2) as bar:
             yield bar

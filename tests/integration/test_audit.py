@@ -348,7 +348,6 @@ async def test_exclude_on_upload_protects_remote_and_local(open_mirror: Any, s3:
     assert local_tree(src) == {"a.txt": b"a", "sub/local.log": b"never"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: upload adds a marker for a folder that S3 already holds objects in")
 async def test_exclude_on_upload_adds_no_marker_for_a_folder_s3_has(open_mirror: Any, s3: Any, bucket: str,
                                                                     tmp_path: Path) -> None:
     put(s3, bucket, {"o/sub/remote.log": b"r"})
@@ -642,7 +641,6 @@ async def test_access_denied_names_the_url_and_the_cause(open_mirror: Any, s3: A
         assert len(info.value.failures) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: a download whose every GET is denied leaves an empty folder behind")
 async def test_access_denied_leaves_no_empty_folder(open_mirror: Any, s3: Any, bucket: str,
                                                     cache_root: Path) -> None:
     put(s3, bucket, {"d/a": b"a"})
@@ -653,7 +651,6 @@ async def test_access_denied_leaves_no_empty_folder(open_mirror: Any, s3: Any, b
     assert not (cache_root / "_" / bucket / "d").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: access denied on the objects is a TransferError, not a PermissionError")
 async def test_access_denied_on_every_object_is_a_permission_error(open_mirror: Any, s3: Any, bucket: str) -> None:
     put(s3, bucket, {"d/a": b"a"})
     _deny_get(s3, bucket)
@@ -779,8 +776,6 @@ async def test_sync_with_atomic_round_trip(open_mirror: Any, s3: Any, bucket: st
     assert local_tree(got) == {"step": b"2"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: sync() of a new file-like key makes a folder where upload() leaves room "
-                                       "for a file")
 async def test_sync_first_run_of_a_file_key_returns_a_writable_file_path(open_mirror: Any, s3: Any,
                                                                          bucket: str) -> None:
     async with open_mirror() as m:
@@ -928,8 +923,6 @@ async def test_download_removes_local_folders_absent_remotely(open_mirror: Any, 
     assert sorted(os.listdir(local)) == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT (cheap compat): error messages lack the phrases pos3 0.4.0's own tests "
-                                       "match on")
 def test_error_messages_keep_the_phrases_of_pos3_0_4(s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"data/file.txt": b"12345"})
     with pytest.raises(RuntimeError, match="No active mirror"):
@@ -953,7 +946,6 @@ async def test_sys_exit_zero_is_a_clean_exit(open_mirror: Any, s3: Any, bucket: 
     assert remote_tree(s3, bucket) == {"o/f": b"1"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: sys.exit(1) in the body skips the sync_on_error=True uploads")
 async def test_sys_exit_with_an_error_code_syncs_only_sync_on_error(open_mirror: Any, s3: Any, bucket: str) -> None:
     with pytest.raises(SystemExit):
         async with open_mirror() as m:
@@ -965,8 +957,6 @@ async def test_sys_exit_with_an_error_code_syncs_only_sync_on_error(open_mirror:
     assert remote_tree(s3, bucket) == {"logs/log.txt": b"diverged"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: upload() treats a folder named like 'v1.2' or 'lr-0.001' as a file "
-                                       "and does not create it")
 async def test_upload_folder_with_a_dotted_version_name_is_created(open_mirror: Any, s3: Any, bucket: str) -> None:
     async with open_mirror() as m:
         for name in ("runs/v1.2", "sweeps/lr-0.001", "days/2024.01.05"):
@@ -976,8 +966,6 @@ async def test_upload_folder_with_a_dotted_version_name_is_created(open_mirror: 
                                             "days/2024.01.05/pred.csv"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT (low): progress bars are cleared on completion (leave=False): a finished "
-                                       "transfer never shows 100% nor a measured rate")
 async def test_progress_shows_the_finished_transfer(open_mirror: Any, s3: Any, bucket: str,
                                                     capfd: pytest.CaptureFixture[str]) -> None:
     put(s3, bucket, {"p/a": b"x" * 200_000})
@@ -1008,7 +996,6 @@ async def test_one_worker_is_enough_for_every_operation(s3: Any, bucket: str, ca
     assert local_tree(got) == local_tree(src) == local_tree(snap)
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: upload(atomic=True) of a single file silently uploads nothing")
 async def test_atomic_upload_of_a_single_file_is_not_silently_dropped(open_mirror: Any, s3: Any, bucket: str,
                                                                       tmp_path: Path) -> None:
     src = tmp_path / "model.pt"
@@ -1023,7 +1010,6 @@ async def test_atomic_upload_of_a_single_file_is_not_silently_dropped(open_mirro
     assert got.read_bytes() == b"weights"
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: eviction of a parent tree deletes a pinned child tree in use")
 def test_eviction_never_deletes_a_tree_in_use_below_an_evicted_one(s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"data/big": b"d" * 100_000, "data/sub/x": b"x" * 10, "other/blob": b"o" * 100_000})
     with pos3.mirror(cache_root=cache_root, show_progress=False):
@@ -1034,8 +1020,6 @@ def test_eviction_never_deletes_a_tree_in_use_below_an_evicted_one(s3: Any, buck
         assert (sub / "x").read_bytes() == b"x" * 10
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: eviction deletes a sync()/upload() folder nested in an evicted tree, "
-                                       "with its results not yet uploaded")
 def test_eviction_never_deletes_pending_upload_results(s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"data/big": b"d" * 100_000, "other/blob": b"o" * 100_000})
     with pos3.mirror(cache_root=cache_root, show_progress=False):
@@ -1047,7 +1031,6 @@ def test_eviction_never_deletes_pending_upload_results(s3: Any, bucket: str, cac
     assert remote_tree(s3, bucket, "data/results/") == {"data/results/metrics.json": b"{}"}
 
 
-@pytest.mark.xfail(strict=True, reason="AUDIT: sync() overlapping a registered download transfers before it raises")
 async def test_conflicting_sync_raises_before_transferring(open_mirror: Any, s3: Any, bucket: str,
                                                            server: CountingMotoServer, cache_root: Path) -> None:
     put(s3, bucket, {"data/sub/x": b"x", "data/y": b"y"})
