@@ -78,6 +78,8 @@ class EngineOptions:
     max_workers: int = 10
     max_upload_bytes_per_second: float | None = None
     part_size: int = 8 << 20
+    download_part_size: int | None = None  # None: larger ranges for larger objects (see Engine)
+    upload_buffer_bytes: int = 48 << 20  # upload bodies held in memory at once, across workers
     multipart_threshold: int = 8 << 20
     ranged_threshold: int = 32 << 20
     body_retries: int = 3
@@ -361,6 +363,9 @@ class Engine:
         self.pool = ClientPool(options.clients)
         self.limiter = anyio.Semaphore(options.max_workers)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
+        # Upload bodies are read whole into memory: this bounds how many are at once, so peak
+        # memory stays near upload_buffer_bytes whatever max_workers and file sizes are.
+        self.body_slots = anyio.Semaphore(max(1, options.upload_buffer_bytes // options.part_size))
         rate = options.max_upload_bytes_per_second
         self.rate = RateLimit(rate) if rate else None
         self._store: StateStore | None = None
@@ -785,7 +790,7 @@ class Engine:
         the missing parts only, guarded by the ETag (If-Match); a changed object starts over.
         """
         url = f"s3://{bucket}/{c.key}"
-        part = self.options.part_size
+        part = self._download_part(c.size)
         count = math.ceil(c.size / part)
         journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, listed_etag, part)
         for attempt in range(2):
@@ -798,6 +803,14 @@ class Engine:
                 log.info("%s changed since its partial download; starting over", url)
                 journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, "", part)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _download_part(self, size: int) -> int:
+        """Range size for a large object: at least ``part_size``, larger for larger objects (up to
+        64 MiB), so one object takes about ``max_workers`` requests: fewer requests, same memory
+        (bodies are streamed in 1 MiB chunks)."""
+        if self.options.download_part_size is not None:
+            return self.options.download_part_size
+        return max(self.options.part_size, min(64 << 20, math.ceil(size / self.options.max_workers)))
 
     async def _ranged_parts(
         self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object], journal: _Resume,
@@ -980,12 +993,14 @@ class Engine:
         """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
         url = f"s3://{bucket}/{c.key}"
         if c.size <= self.options.multipart_threshold:
-            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
-            if self.rate:
-                await self.rate.acquire(len(data))
-            etag = await _twice(lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
-            progress(len(data))
-            size = len(data)
+            async with self.body_slots if c.size > SMALL_OBJECT else contextlib.nullcontext():
+                data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
+                if self.rate:
+                    await self.rate.acquire(len(data))
+                etag = await _twice(lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
+                progress(len(data))
+                size = len(data)
+                del data
         else:
             before = await anyio.to_thread.run_sync(_local.stat_file, path)
             async with self.hash_limiter:
@@ -1001,7 +1016,7 @@ class Engine:
             try:
 
                 async def send(index: int) -> None:
-                    async with self.limiter:
+                    async with self.limiter, self.body_slots:
                         data, md5 = await anyio.to_thread.run_sync(_pread, path, index * part, part)
                         if self.rate:
                             await self.rate.acquire(len(data))

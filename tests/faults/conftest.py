@@ -42,5 +42,6 @@ def fault_mirror(cache_root: Any, *, part_size: int | None = None, **kwargs: Any
     sizes = dict(SMALL)
     if part_size is not None:
         sizes["part_size"] = part_size
+        sizes["download_part_size"] = part_size
     m._options = dataclasses.replace(m._options, **sizes)  # test-only: small parts without huge objects
     return m
