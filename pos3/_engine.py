@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 import anyio
 from anyio.abc import TaskGroup
@@ -181,6 +181,20 @@ def _raise_named(exc: OSError, path: Path, url: str) -> NoReturn:
     if named is exc:
         raise exc
     raise named from exc
+
+
+def _hash_and_write(h: Hasher, fh: BinaryIO, chunk: bytes) -> None:
+    h.update(chunk)
+    fh.write(chunk)
+
+
+def _check_write_and_place(
+    h: Hasher, data: bytes, verify: Callable[[], None], tmp: Path, final: Path, root: Path
+) -> LocalFile:
+    """Fingerprint a small body, check it, then place it: one worker-thread hop per file."""
+    h.update(data)
+    verify()
+    return _write_and_place(tmp, final, root, data)
 
 
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
@@ -747,15 +761,14 @@ class Engine:
                             chunk = await body.read(CHUNK)
                             if not chunk:
                                 break
-                            h.update(chunk)
                             got += len(chunk)
                             progress(len(chunk))
                             if c.size <= SMALL_OBJECT:
-                                chunks.append(chunk)
+                                chunks.append(chunk)  # hashed with the write, off the loop
                             else:
                                 if fh is None:
                                     fh = await anyio.to_thread.run_sync(open, tmp, "wb")
-                                await anyio.to_thread.run_sync(fh.write, chunk)
+                                await anyio.to_thread.run_sync(_hash_and_write, h, fh, chunk)
                     if got < c.size:
                         raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)
                     break
@@ -766,10 +779,16 @@ class Engine:
                     log.info("%s: body broke at byte %d (%s); resuming", url, got, exc)
                     await anyio.sleep(min(0.1 * 2**attempts, 2.0))
             assert h is not None
-            self._verify(url, h, etag, meta, got, c.size)
+            hasher, size = h, c.size
+
+            def verify() -> None:
+                self._verify(url, hasher, etag, meta, got, size)
+
             if fh is None:
-                lf = await anyio.to_thread.run_sync(_write_and_place, tmp, final, confine, b"".join(chunks))
+                data = b"".join(chunks)
+                lf = await anyio.to_thread.run_sync(_check_write_and_place, h, data, verify, tmp, final, confine)
             else:
+                verify()
                 await anyio.to_thread.run_sync(fh.close)
                 fh = None
                 lf = await anyio.to_thread.run_sync(_place, tmp, final, confine)
