@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -1043,9 +1044,7 @@ class Engine:
                             lambda: s3.upload_part(bucket, c.key, upload_id, index + 1, data, md5=md5))
                         progress(len(data))
 
-                async with anyio.create_task_group() as tg:
-                    for i in range(count):
-                        tg.start_soon(send, i)
+                await run_all(*(functools.partial(send, i) for i in range(count)))
                 # Never complete an object from bytes of a file that changed meanwhile.
                 now = await anyio.to_thread.run_sync(_local.stat_file, path)
                 if not _same_state(before, now):
@@ -1151,9 +1150,7 @@ class Engine:
                 async with self.hash_limiter:
                     digests[rel] = (await anyio.to_thread.run_sync(file_digests, root / rel, False)).xxh3
 
-            async with anyio.create_task_group() as tg:
-                for rel, lf in files.items():
-                    tg.start_soon(fingerprint, rel, lf)
+            await run_all(*(functools.partial(fingerprint, rel, lf) for rel, lf in files.items()))
 
             failures: list[Failure] = []
             pending: list[tuple[str, Record]] = []
