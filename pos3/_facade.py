@@ -57,7 +57,8 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _backend_options() -> dict[str, Any]:
+def backend_options() -> dict[str, Any]:
+    """anyio's asyncio options: uvloop when it is installed (``pip install pos3[fast]``)."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -96,7 +97,7 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
                 )
             _active = self
         try:
-            self._portal_cm = start_blocking_portal(backend="asyncio", backend_options=_backend_options())
+            self._portal_cm = start_blocking_portal(backend="asyncio", backend_options=backend_options())
             self._portal = self._portal_cm.__enter__()
             self._core = core
             self._core_cm = self._portal.wrap_async_context_manager(core)

@@ -36,6 +36,7 @@ from ._cache import entries as cache_entries
 from ._cache import prune as cache_prune
 from ._engine import ListEntry
 from ._errors import InvalidURLError, Pos3Error, ProfileError, TransferError
+from ._facade import backend_options
 from ._mirror import AsyncMirror, amirror, default_cache_root
 from ._plan import PlannedAction, TransferPlan
 from ._shard import check_shard
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in ("download", "upload", "sync"):
             parse_s3_url(args.url)  # only an s3:// URL is accepted; the message says why
-        return int(anyio.run(args.handler, args))
+        return int(anyio.run(args.handler, args, backend_options=backend_options()))
     except BaseException as raised:
         exc = _unwrap(raised)
         if isinstance(exc, SystemExit):
