@@ -1214,10 +1214,6 @@ class Engine:
 
     # ------------------------------------------------------------------ listing
 
-    async def ls(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[str]:
-        """Full ``s3://`` names below ``url``, sorted (see `ls_entries`)."""
-        return [e.name for e in await self.ls_entries(url, profile, recursive)]
-
     async def ls_entries(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[ListEntry]:
         """The names `ls` returns, in the same order, with each object's size and last-modified time."""
         s3 = await self.pool.get(profile)

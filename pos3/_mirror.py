@@ -510,15 +510,12 @@ class AsyncMirror:
 
         Raises:
             InvalidURLError: ``prefix`` is a malformed URL.
-            NotFoundError: The bucket (or the local folder) does not exist.
+            NotFoundError: The bucket does not exist (a missing local folder lists as ``[]``).
             AccessDeniedError: The credentials may not list it.
         """
         if self._is_local(prefix):
             return await anyio.to_thread.run_sync(_ls_local, Path(prefix).expanduser(), recursive)
-        assert isinstance(prefix, str)
-        target = self._target(prefix, None, profile)
-        names = await self.engine.ls(target.url, target.profile, recursive)
-        return [_with_selector(n, prefix) for n in names]
+        return [e.name for e in await self.ls_entries(prefix, recursive, profile)]
 
     async def ls_entries(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
                          ) -> list[ListEntry]:

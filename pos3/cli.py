@@ -40,7 +40,7 @@ from ._facade import backend_options
 from ._mirror import AsyncMirror, amirror, default_cache_root
 from ._plan import PlannedAction, TransferPlan
 from ._shard import check_shard
-from ._urls import parse_s3_url
+from ._urls import is_url_like, parse_s3_url
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -273,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _ls(args: argparse.Namespace) -> int:
+    if not is_url_like(args.prefix) and not await anyio.Path(args.prefix).expanduser().exists():
+        # The library lists a missing folder as [] (as pos3 0.4.0 did); a shell user wants to know.
+        raise FileNotFoundError(f"{args.prefix}: no such file or folder")
     async with _open(args, progress=False) as m:
         if args.json or args.long:
             entries = await m.ls_entries(args.prefix, recursive=args.recursive, profile=args.profile)
