@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    if not is_url_like(args.prefix) and not await anyio.Path(args.prefix).expanduser().exists():
+    if not is_url_like(args.prefix) and not await anyio.Path(Path(args.prefix).expanduser()).exists():
         # The library lists a missing folder as [] (as pos3 0.4.0 did); a shell user wants to know.
         raise FileNotFoundError(f"{args.prefix}: no such file or folder")
     async with _open(args, progress=False) as m:
