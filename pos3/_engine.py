@@ -80,7 +80,7 @@ class EngineOptions:
     max_upload_bytes_per_second: float | None = None
     part_size: int = 8 << 20
     download_part_size: int | None = None  # None: larger ranges for larger objects (see Engine)
-    upload_buffer_bytes: int = 48 << 20  # upload bodies held in memory at once, across workers
+    upload_buffer_bytes: int = 24 << 20  # upload bodies held in memory at once, across workers
     multipart_threshold: int = 8 << 20
     ranged_threshold: int = 32 << 20
     body_retries: int = 3
