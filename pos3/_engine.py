@@ -184,6 +184,17 @@ def _raise_named(exc: OSError, path: Path, url: str) -> NoReturn:
     raise named from exc
 
 
+def _hash_range(fd: int, h: Hasher, start: int, end: int) -> None:
+    """Feed bytes ``start..end`` of an open file to ``h`` (from the page cache: just written)."""
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            raise OSError(f"file ended at byte {pos} of {end}")
+        h.update(data)
+        pos += len(data)
+
+
 def _hash_and_write(h: Hasher, fh: BinaryIO, chunk: bytes) -> None:
     h.update(chunk)
     fh.write(chunk)
@@ -269,8 +280,8 @@ class _Resume:
         return cls(data, key, size, "", part, {}, set())
 
     def open(self) -> int:
-        """Open the partial file for writing (created at full size when new)."""
-        fd = os.open(self.data, os.O_WRONLY | os.O_CREAT, 0o644)
+        """Open the partial file for writing and reading (created at full size when new)."""
+        fd = os.open(self.data, os.O_RDWR | os.O_CREAT, 0o644)  # read back by the fingerprinting
         if not self.done:
             os.ftruncate(fd, 0)
             os.ftruncate(fd, self.size)
@@ -825,12 +836,13 @@ class Engine:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _download_part(self, size: int) -> int:
-        """Range size for a large object: at least ``part_size``, larger for larger objects (up to
-        64 MiB), so one object takes about ``max_workers`` requests: fewer requests, same memory
-        (bodies are streamed in 1 MiB chunks)."""
+        """Range size for a large object: a quarter of it, at least ``part_size`` and at most
+        64 MiB. Few, large ranges cost the server least (some servers read the whole object per
+        range); several objects still download side by side, and memory does not grow (bodies
+        are streamed in 1 MiB chunks)."""
         if self.options.download_part_size is not None:
             return self.options.download_part_size
-        return max(self.options.part_size, min(64 << 20, math.ceil(size / self.options.max_workers)))
+        return max(self.options.part_size, min(64 << 20, math.ceil(size / 4)))
 
     async def _ranged_parts(
         self, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object], journal: _Resume,
@@ -841,6 +853,24 @@ class Engine:
         fd = await anyio.to_thread.run_sync(journal.open)
         failures: list[BaseException] = []
         save = anyio.Lock()
+        landed = [anyio.Event()]  # set (and replaced) each time a part is complete on disk
+        hashed: dict[str, Hasher] = {}
+
+        async def follow() -> None:
+            """Fingerprint the file in order while later parts still arrive (no pass at the end)."""
+            etag, meta = info["etag"], info["meta"]
+            h = Hasher(md5=is_md5_etag(etag) and META_XXH3 not in meta)
+            pos = 0
+            while pos < c.size:
+                index = pos // part
+                while index not in journal.done:
+                    await landed[0].wait()
+                end = min(c.size, (index + 1) * part)
+                async with self.hash_limiter:
+                    await anyio.to_thread.run_sync(_hash_range, fd, h, pos, end)
+                pos = end
+            hashed["h"] = h
+
         try:
             for index in journal.done:
                 progress(min(c.size, (index + 1) * part) - index * part)
@@ -873,6 +903,8 @@ class Engine:
                         await anyio.sleep(min(0.1 * 2**attempts, 2.0))
                 async with save:
                     await anyio.to_thread.run_sync(journal.mark_done, index, info["etag"], info["meta"])
+                landed[0].set()
+                landed[0] = anyio.Event()
 
             async def guarded(index: int) -> None:
                 try:
@@ -888,6 +920,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 for i in todo:
                     tg.start_soon(guarded, i)
+                tg.start_soon(follow)
             if failures:
                 raise failures[0]
         except OSError as exc:
@@ -895,9 +928,7 @@ class Engine:
         finally:
             await anyio.to_thread.run_sync(os.close, fd)
         etag, meta = info["etag"], info["meta"]
-        need_md5 = is_md5_etag(etag) and META_XXH3 not in meta
-        async with self.hash_limiter:
-            h = await anyio.to_thread.run_sync(file_digests, tmp, need_md5)
+        h = hashed["h"]
         size = await anyio.to_thread.run_sync(lambda: os.stat(tmp).st_size)
         try:
             self._verify(url, h, etag, meta, size, c.size)
