@@ -824,16 +824,15 @@ class Engine:
         part = self._download_part(c.size)
         count = math.ceil(c.size / part)
         journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, listed_etag, part)
-        for attempt in range(2):
-            try:
-                return await self._ranged_parts(s3, bucket, c, tmp, progress, journal, count, url)
-            except S3Error as exc:
-                if exc.code not in ("PreconditionFailed", "412") or attempt:
-                    raise
-                # The object changed since the parts on disk were fetched: start from zero.
-                log.info("%s changed since its partial download; starting over", url)
-                journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, "", part)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            return await self._ranged_parts(s3, bucket, c, tmp, progress, journal, count, url)
+        except S3Error as exc:
+            if exc.code not in ("PreconditionFailed", "412"):
+                raise
+        # The object changed since the parts on disk were fetched (If-Match failed): start over.
+        log.info("%s changed since its partial download; starting over", url)
+        journal = await anyio.to_thread.run_sync(_Resume.load, tmp, c.key, c.size, "", part)
+        return await self._ranged_parts(s3, bucket, c, tmp, progress, journal, count, url)
 
     def _download_part(self, size: int) -> int:
         """Range size for a large object: a quarter of it, at least ``part_size`` and at most

@@ -7,13 +7,12 @@ middleware that counts requests, so tests can assert what reached the server.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import threading
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +211,3 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0, step: f
         while not predicate():
             await anyio.sleep(step)
 
-
-@contextlib.asynccontextmanager
-async def nothing() -> AsyncIterator[None]:
-    yield
