@@ -2,14 +2,18 @@
 
 `gather` lists the remote side, scans the local side and loads the records concurrently and
 returns them as `Sources`; `evidence` answers the content checks a plan asks for (hashes,
-MD5 ETags, pos3 fingerprints). `ls_entries` is the listing behind ``pos3 ls``.
+MD5 ETags, pos3 fingerprints). `ls_entries` and `ls_local` are the listings behind ``ls``.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,7 +28,7 @@ from ._s3 import META_XXH3
 from ._transfer.context import Resources, Sources, Target, run_all
 from ._urls import S3URL
 
-__all__ = ["ListEntry", "describe", "evidence", "gather", "ls_entries"]
+__all__ = ["ListEntry", "describe", "evidence", "gather", "ls_entries", "ls_local", "ls_local_entries"]
 
 log = logging.getLogger("pos3")
 
@@ -236,3 +240,36 @@ async def ls_entries(res: Resources, url: S3URL, profile: Profile | None, recurs
         else:
             entries.append(ListEntry(url.child(prefix + n), False, f.size, f.last_modified))
     return entries
+
+
+def ls_local(path: Path, recursive: bool) -> list[str]:
+    """The paths `ls` lists for a local folder (blocking; run it in a worker thread)."""
+    if not path.exists():
+        return []  # as pos3 0.4.0: nothing there, nothing listed
+    if path.is_file():
+        return [str(path)]
+    out: list[str] = []
+    if recursive:
+        for dirpath, dirnames, filenames in os.walk(path):
+            base = Path(dirpath)
+            out += [str(base / d) for d in dirnames]
+            out += [str(base / f) for f in filenames]
+    else:
+        out = [str(path / name) for name in os.listdir(path)]
+    return sorted(out)
+
+
+def ls_local_entries(path: Path, recursive: bool) -> list[ListEntry]:
+    """`ls_local` with each file's size and modification time."""
+    out: list[ListEntry] = []
+    for name in ls_local(path, recursive):
+        try:
+            st = os.stat(name)
+        except OSError:  # a dangling symlink: describe the link itself
+            st = os.lstat(name)
+        if stat.S_ISDIR(st.st_mode):
+            out.append(ListEntry(name, True))
+        else:
+            stamp = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC).isoformat()
+            out.append(ListEntry(name, False, st.st_size, stamp))
+    return out
