@@ -186,7 +186,13 @@ def mirror(
     max_workers: int = 10,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
-    **options: Any,
+    *,
+    cache_max_bytes: int | None = None,
+    lock_timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    retry_mode: str = "standard",
+    max_attempts: int = 5,
 ) -> SyncMirror:
     """Mirror S3 onto local disk for blocking code: ``with pos3.mirror():``.
 
@@ -194,15 +200,11 @@ def mirror(
     work and return plain local paths. Leaving the block uploads every registered upload;
     when the block raises, only uploads with ``sync_on_error=True``; on Ctrl-C, none.
 
-    Args:
-        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
-        show_progress: Progress bars (bytes, rate, ETA) on stderr.
-        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
-        default_profile: Profile used when a call names none.
-        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
-        **options: ``cache_max_bytes`` (evict least recently used downloaded trees past this size;
-            ``$POS3_CACHE_MAX_BYTES``), ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
-            ``max_attempts``.
+    The arguments are those of [`AsyncMirror`][pos3.AsyncMirror] (documented there once),
+    with the same names and defaults: ``cache_root``, ``show_progress``, ``max_workers``,
+    ``default_profile``, ``max_upload_bytes_per_second``, and the keyword-only
+    ``cache_max_bytes``, ``lock_timeout``, ``connect_timeout``, ``read_timeout``,
+    ``retry_mode`` and ``max_attempts``.
 
     Returns:
         A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
@@ -214,7 +216,8 @@ def mirror(
     """
     return SyncMirror(cache_root=cache_root, show_progress=show_progress, max_workers=max_workers,
                       default_profile=default_profile, max_upload_bytes_per_second=max_upload_bytes_per_second,
-                      **options)
+                      cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
+                      read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts)
 
 
 @overload
@@ -226,7 +229,13 @@ def with_mirror(
     max_workers: int = 10,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
-    **options: Any,
+    *,
+    cache_max_bytes: int | None = None,
+    lock_timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    retry_mode: str = "standard",
+    max_attempts: int = 5,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
 

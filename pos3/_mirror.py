@@ -360,19 +360,18 @@ def amirror(
     max_workers: int = 10,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
-    **options: float | str,
+    *,
+    cache_max_bytes: int | None = None,
+    lock_timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    retry_mode: str = "standard",
+    max_attempts: int = 5,
 ) -> AsyncMirror:
     """An async context manager mirroring S3 for asyncio code: ``async with pos3.amirror() as m:``.
 
-    Args:
-        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
-        show_progress: Progress bars (bytes, rate, ETA) on stderr.
-        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
-        default_profile: Profile used when a call names none.
-        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
-        **options: ``cache_max_bytes`` (evict least recently used downloaded trees past this
-            size; ``$POS3_CACHE_MAX_BYTES``), ``lock_timeout``, ``connect_timeout``,
-            ``read_timeout``, ``retry_mode``, ``max_attempts`` (see the Guarantees page).
+    The arguments are those of [`AsyncMirror`][pos3.AsyncMirror] (documented there once), with
+    the same names and defaults.
 
     Returns:
         The `AsyncMirror`; its uploads run when the ``async with`` block ends.
@@ -382,4 +381,5 @@ def amirror(
         ProfileError: ``default_profile`` names an unknown profile.
     """
     return AsyncMirror(cache_root, show_progress, max_workers, default_profile, max_upload_bytes_per_second,
-                       **options)  # type: ignore[arg-type]
+                       cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
+                       read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts)
