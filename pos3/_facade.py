@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._docstrings import forward_doc
 from ._errors import NoMirrorError
 from ._mirror import AsyncMirror, ProfileArg
 from ._plan import TransferPlan
@@ -180,6 +181,7 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
             raise
 
 
+@forward_doc(AsyncMirror, only_args=True)
 def mirror(
     cache_root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
@@ -282,6 +284,7 @@ def _current() -> SyncMirror:
 Exclude = str | Sequence[str] | None
 
 
+@forward_doc(AsyncMirror.download)
 def download(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -300,6 +303,7 @@ def download(
     return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile, shard=shard)
 
 
+@forward_doc(AsyncMirror.upload)
 def upload(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -324,6 +328,7 @@ def upload(
     )
 
 
+@forward_doc(AsyncMirror.sync)
 def sync(
     remote: str | os.PathLike[str],
     local: str | os.PathLike[str] | None = None,
@@ -349,6 +354,7 @@ def sync(
     )
 
 
+@forward_doc(AsyncMirror.ls)
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None) -> list[str]:
     """List an S3 prefix (``s3://`` URLs) or a local folder (paths), sorted.
 
@@ -359,6 +365,7 @@ def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: Profile
     return _current().call(AsyncMirror.ls, prefix, recursive, profile)
 
 
+@forward_doc(AsyncMirror.plan_download)
 def plan_download(
     remote: str,
     local: str | os.PathLike[str] | None = None,
@@ -377,6 +384,7 @@ def plan_download(
     return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard)
 
 
+@forward_doc(AsyncMirror.plan_upload)
 def plan_upload(
     remote: str,
     local: str | os.PathLike[str] | None = None,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 
+from ._docstrings import forward_doc
 from ._engine import ListEntry
 from ._exclude import Excluder
 from ._gather import ls_local, ls_local_entries
@@ -354,6 +355,7 @@ class AsyncMirror(MirrorCore):
         await self._scheduler.sync(list(self._registry.uploads.values()))
 
 
+@forward_doc(AsyncMirror, only_args=True)
 def amirror(
     cache_root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
