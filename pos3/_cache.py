@@ -133,7 +133,7 @@ def choose_evictions(trees: Sequence[CacheEntry], max_bytes: int) -> list[CacheE
     """
     total = total_bytes(trees)
     chosen: list[CacheEntry] = []
-    for e in sorted(trees, key=lambda t: t.last_used):
+    for e in sorted(trees, key=_lru_order):
         if total <= max_bytes:
             break
         if e.pinned or any(_related_inside(c.path, e.path) for c in chosen):
@@ -142,6 +142,12 @@ def choose_evictions(trees: Sequence[CacheEntry], max_bytes: int) -> list[CacheE
         total -= e.bytes - sum(c.bytes for c in inner)
         chosen = [c for c in chosen if c not in inner] + [e]
     return chosen
+
+
+def _lru_order(e: CacheEntry) -> tuple[float, int, str]:
+    """Least recently used first; on a tie (a holder shares the last use of a tree inside it),
+    the inner tree first, so the smaller eviction is tried before its holder."""
+    return (e.last_used, -len(e.path.parts), str(e.path))
 
 
 def _related_inside(holder: Path, path: Path) -> bool:
@@ -222,7 +228,7 @@ def entries(cache_root: Path, store: StateStore | None = None) -> list[CacheEntr
             outer = min(holders, key=lambda o: len(o.parts)) if holders else None
             last = max([used] + [u for q, u in rows if p in q.parents])  # using a tree inside uses this one
             out.append(CacheEntry(p, sizes[p], last, _is_pinned(private, p), outer))
-        out.sort(key=lambda e: (e.last_used, str(e.path)))
+        out.sort(key=_lru_order)
         return out
     finally:
         if own:
