@@ -30,7 +30,8 @@ class Target:
 
     @property
     def mark(self) -> str:
-        return {"met": "✅ met", "not met": "❌ not met"}.get(self.status, "— " + self.status)
+        # Words, not emoji: they read the same in every font, terminal and screen reader.
+        return {"met": "met", "not met": "**not met**"}.get(self.status, self.status)
 
 
 def _get(summaries: Sequence[Summary], scenario: str, client: str) -> Summary | None:
