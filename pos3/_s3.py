@@ -255,6 +255,28 @@ class S3:
             failed.append((key, OSError(f"s3://{bucket}/{key}: delete failed ({e.get('Code')}: {e.get('Message')})")))
         return failed
 
+    async def buckets(self) -> list[str]:
+        """The names of the buckets these credentials own (``ListBuckets``), sorted."""
+        try:
+            resp = await self.client.list_buckets()
+        except Exception as exc:
+            raise translate(exc, "s3://") from None
+        return sorted(str(b.get("Name", "")) for b in resp.get("Buckets", ()))
+
+    async def bucket_missing(self, bucket: str) -> bool:
+        """Whether ``bucket`` certainly does not exist: one ``HeadBucket``.
+
+        Only a 404 answer says so. A 403 says nothing (credentials allowed to ``PutObject`` but
+        not to ``HeadBucket`` / ``ListBucket`` are common for upload-only roles), and any other
+        error is left for the transfer itself to meet and report.
+        """
+        try:
+            await self.client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            err = translate(exc, f"s3://{bucket}/")
+            return isinstance(err, NotFoundError)
+        return False
+
 
 def _isolated_session() -> AioSession:
     """A session that reads no AWS environment variable and no ``~/.aws`` file, and changes none.
