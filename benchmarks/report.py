@@ -178,7 +178,7 @@ def render(info: dict[str, str], scs: Sequence[Scenario], clients: Sequence[Clie
     names = [c.label for c in clients]
     out: list[str] = []
     out += ["### Machine and versions", ""]
-    out += [*_table(["", ""], [[k, v.replace("|", "/")] for k, v in info.items()]), ""]
+    out += [*_table(["Item", "Value"], [[k, v.replace("|", "/")] for k, v in info.items()]), ""]
 
     out += [f"### Wall time, seconds (whole process, median of {runs})", ""]
     rows = []
