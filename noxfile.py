@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, with the aiobotocore S3 stubs."""
-    session.install("-e", ".", "mypy>=1.10", "types-aiobotocore-s3", "types-aiofiles")
+    session.install("-e", ".", "mypy>=1.10", "types-aiobotocore-s3")
     session.run("mypy", "--strict", "pos3")
 
 

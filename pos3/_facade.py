@@ -186,7 +186,13 @@ def mirror(
     max_workers: int = 10,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
-    **options: Any,
+    *,
+    cache_max_bytes: int | None = None,
+    lock_timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    retry_mode: str = "standard",
+    max_attempts: int = 5,
 ) -> SyncMirror:
     """Mirror S3 onto local disk for blocking code: ``with pos3.mirror():``.
 
@@ -194,15 +200,11 @@ def mirror(
     work and return plain local paths. Leaving the block uploads every registered upload;
     when the block raises, only uploads with ``sync_on_error=True``; on Ctrl-C, none.
 
-    Args:
-        cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
-        show_progress: Progress bars (bytes, rate, ETA) on stderr.
-        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
-        default_profile: Profile used when a call names none.
-        max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
-        **options: ``cache_max_bytes`` (evict least recently used downloaded trees past this size;
-            ``$POS3_CACHE_MAX_BYTES``), ``lock_timeout``, ``connect_timeout``, ``read_timeout``, ``retry_mode``,
-            ``max_attempts``.
+    The arguments are those of [`AsyncMirror`][pos3.AsyncMirror] (documented there once),
+    with the same names and defaults: ``cache_root``, ``show_progress``, ``max_workers``,
+    ``default_profile``, ``max_upload_bytes_per_second``, and the keyword-only
+    ``cache_max_bytes``, ``lock_timeout``, ``connect_timeout``, ``read_timeout``,
+    ``retry_mode`` and ``max_attempts``.
 
     Returns:
         A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
@@ -214,7 +216,8 @@ def mirror(
     """
     return SyncMirror(cache_root=cache_root, show_progress=show_progress, max_workers=max_workers,
                       default_profile=default_profile, max_upload_bytes_per_second=max_upload_bytes_per_second,
-                      **options)
+                      cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
+                      read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts)
 
 
 @overload
@@ -226,7 +229,13 @@ def with_mirror(
     max_workers: int = 10,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
-    **options: Any,
+    *,
+    cache_max_bytes: int | None = None,
+    lock_timeout: float = 600.0,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    retry_mode: str = "standard",
+    max_attempts: int = 5,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
 
@@ -284,27 +293,9 @@ def download(
 ) -> Path:
     """Mirror an S3 prefix or object onto local disk now; return the local path.
 
-    Only what changed is transferred. Needs an active `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        remote: ``s3://[profile@]bucket/key`` URL, or a local path (returned unchanged).
-        local: Local destination; defaults to ``<cache_root>/<profile>/bucket/key``.
-        delete: Delete local files that are absent in S3 (mirror semantics).
-        exclude: Glob patterns (``*``, ``**``, ``?``, ``[...]``) skipped on both sides.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-        shard: ``(rank, world_size)``: fetch only this rank's share of the files (see
-            `AsyncMirror.download`). ``None`` (default): the whole prefix.
-
-    Returns:
-        The local folder (or file, when ``remote`` names one object).
-
-    Raises:
-        InvalidURLError: ``remote`` is a malformed URL.
-        NotFoundError: The bucket does not exist or the prefix holds no object.
-        AccessDeniedError: The credentials may not read it.
-        RegistrationError: It overlaps an upload, or repeats a download with other arguments.
-        UnsafeKeyError: A key would be written outside the folder, or two keys collide.
-        TransferError: Some objects failed; the others were placed.
+    The blocking form of [`AsyncMirror.download`][pos3.AsyncMirror.download]: the same
+    arguments, return value and errors (documented there once). Needs an active `mirror()`;
+    raises `NoMirrorError` outside one.
     """
     return _current().call(AsyncMirror.download, remote, local, delete, exclude, profile, shard=shard)
 
@@ -323,28 +314,9 @@ def upload(
 ) -> Path:
     """Register a local path uploaded on exit and every ``interval`` seconds; return it.
 
-    Needs an active `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        remote: Destination ``s3://`` URL, or a local path (created and returned).
-        local: Local source; defaults to the cache path of ``remote``.
-        interval: Seconds between background uploads; ``None`` uploads only on exit.
-        delete: Delete objects that are absent locally.
-        sync_on_error: Upload on exit even when the block raised.
-        exclude: Glob patterns skipped on both sides.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-        settle: Seconds a file must stay unchanged before a periodic upload sends it (see
-            `AsyncMirror.upload`); ``None`` or 0: no waiting.
-        atomic: Publish the folder as one snapshot (see `AsyncMirror.upload`).
-
-    Returns:
-        The local path to write to.
-
-    Raises:
-        InvalidURLError: ``remote`` is a malformed URL.
-        ValueError: ``interval`` or ``settle`` is not a valid number of seconds.
-        RegistrationError: It overlaps a download or another upload, or repeats one with
-            other arguments.
+    The blocking form of [`AsyncMirror.upload`][pos3.AsyncMirror.upload]: the same arguments,
+    return value and errors (documented there once). Needs an active `mirror()`; raises
+    `NoMirrorError` outside one.
     """
     return _current().call(
         AsyncMirror.upload, remote, local, interval, delete, sync_on_error, exclude, profile, settle=settle,
@@ -367,29 +339,9 @@ def sync(
 ) -> Path:
     """Download now, then register the same path for upload; return it.
 
-    For resume-and-save jobs; an empty prefix is fine (the folder is created). Needs an active
-    `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        remote: ``s3://`` URL, or a local path (returned unchanged).
-        local: Local path; defaults to the cache path of ``remote``.
-        interval: Seconds between background uploads; ``None`` uploads only on exit.
-        delete_local: Delete local files absent in S3 during the download.
-        delete_remote: Delete objects absent locally during uploads.
-        sync_on_error: Upload on exit even when the block raised.
-        exclude: Glob patterns skipped on both sides.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-        settle: See `upload`.
-        atomic: See `upload`.
-
-    Returns:
-        The local path.
-
-    Raises:
-        InvalidURLError: ``remote`` is a malformed URL.
-        NotFoundError: The bucket does not exist.
-        RegistrationError: It overlaps another download or upload.
-        TransferError: Some objects failed to download.
+    The blocking form of [`AsyncMirror.sync`][pos3.AsyncMirror.sync]: the same arguments,
+    return value and errors (documented there once). Needs an active `mirror()`; raises
+    `NoMirrorError` outside one.
     """
     return _current().call(
         AsyncMirror.sync, remote, local, interval, delete_local, delete_remote, sync_on_error, exclude, profile,
@@ -400,19 +352,9 @@ def sync(
 def ls(prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None) -> list[str]:
     """List an S3 prefix (``s3://`` URLs) or a local folder (paths), sorted.
 
-    Needs an active `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        prefix: ``s3://`` URL or local path.
-        recursive: Include everything below, not only the first level.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-
-    Returns:
-        Files and folders, folders without a trailing slash.
-
-    Raises:
-        InvalidURLError: ``prefix`` is a malformed URL.
-        NotFoundError: The bucket (or the local folder) does not exist.
+    The blocking form of [`AsyncMirror.ls`][pos3.AsyncMirror.ls]: the same arguments, return
+    value and errors (documented there once). Needs an active `mirror()`; raises
+    `NoMirrorError` outside one.
     """
     return _current().call(AsyncMirror.ls, prefix, recursive, profile)
 
@@ -428,21 +370,9 @@ def plan_download(
 ) -> TransferPlan:
     """What `download` would do, with no side effects (nothing is written or registered).
 
-    Needs an active `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        remote: ``s3://[profile@]bucket/key`` URL (a local path gives an empty plan).
-        local: Local destination; defaults to the cache path.
-        delete: Plan deletes of local files that are absent in S3.
-        exclude: Glob patterns skipped on both sides.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-        shard: ``(rank, world_size)``: plan only this rank's share of the files.
-
-    Returns:
-        A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
-
-    Raises:
-        NotFoundError: The bucket does not exist or the prefix holds no object.
+    The blocking form of [`AsyncMirror.plan_download`][pos3.AsyncMirror.plan_download]: the
+    same arguments, return value and errors (documented there once). Needs an active
+    `mirror()`; raises `NoMirrorError` outside one.
     """
     return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard)
 
@@ -456,20 +386,9 @@ def plan_upload(
 ) -> TransferPlan:
     """What one upload would do, with no side effects.
 
-    Needs an active `mirror()`; raises `NoMirrorError` outside one.
-
-    Args:
-        remote: Destination ``s3://`` URL (a local path gives an empty plan).
-        local: Local source; defaults to the cache path of ``remote``.
-        delete: Plan deletes of objects that are absent locally.
-        exclude: Glob patterns skipped on both sides.
-        profile: Profile name or `Profile`; a profile in the URL wins.
-
-    Returns:
-        A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
-
-    Raises:
-        NotFoundError: The bucket does not exist.
+    The blocking form of [`AsyncMirror.plan_upload`][pos3.AsyncMirror.plan_upload]: the same
+    arguments, return value and errors (documented there once). Needs an active `mirror()`;
+    raises `NoMirrorError` outside one.
     """
     return _current().call(AsyncMirror.plan_upload, remote, local, delete, exclude, profile)
 

@@ -1,0 +1,149 @@
+"""What every transfer job shares: the options, the clients, the limits and the state store."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._plan import Copy, LocalTree, Record, RemoteTree
+from .._profiles import Profile
+from .._progress import Progress
+from .._s3 import ClientOptions, ClientPool
+from .._state import StateStore
+from .._urls import S3URL
+
+__all__ = ["EngineOptions", "RateLimit", "Resources", "Sources", "Target", "run_all"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions:
+    """Tuning of one engine (set from `pos3.mirror` arguments; see its docstring)."""
+
+    max_workers: int = 10
+    max_upload_bytes_per_second: float | None = None
+    part_size: int = 8 << 20
+    download_part_size: int | None = None  # None: larger ranges for larger objects (see _policy)
+    upload_buffer_bytes: int = 24 << 20  # upload bodies held in memory at once, across workers
+    multipart_threshold: int = 8 << 20
+    ranged_threshold: int = 32 << 20
+    body_retries: int = 3
+    lock_timeout: float = 600.0
+    clients: ClientOptions = field(default_factory=ClientOptions)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One remote URL and the local path it mirrors to.
+
+    Attributes:
+        url: The parsed URL (profile selector already resolved into ``profile``).
+        profile: The resolved profile, ``None`` for the default chain.
+        local: Absolute local path.
+        explicit_local: Whether the user chose ``local`` (else it is the cache path).
+    """
+
+    url: S3URL
+    profile: Profile | None
+    local: Path
+    explicit_local: bool = False
+
+
+@dataclass
+class Sources:
+    """What one operation found: the listing, the local tree and the records."""
+
+    prefix: str
+    single: bool
+    remote: RemoteTree
+    local: LocalTree
+    records: dict[str, Record]
+    empty: bool = False
+    root_is_file: bool = False  # a file stands where the (cache) folder goes: replaced
+
+
+async def run_all(*fns: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fns`` concurrently; when some fail, raise the first failure itself, not a group."""
+    errors: list[Exception] = []
+
+    async def guard(fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await fn()
+        except Exception as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for fn in fns:
+            tg.start_soon(guard, fn)
+    if errors:
+        raise errors[0]
+
+
+class RateLimit:
+    """A token bucket shared by every upload worker: one total rate in bytes per second."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = float(rate)
+        self._available = self.rate
+        self._stamp = time.monotonic()
+        self._lock = anyio.Lock()
+
+    async def acquire(self, amount: int) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            self._available = min(self.rate, self._available + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._available -= amount
+            if self._available < 0:
+                await anyio.sleep(-self._available / self.rate)
+
+
+class Resources:
+    """The clients, limits and state store of one mirror, on the loop that created them."""
+
+    def __init__(self, cache_root: Path, options: EngineOptions, progress: Progress) -> None:
+        self.cache_root = cache_root
+        self.private = cache_root / ".pos3"
+        self.options = options
+        self.progress = progress
+        self.pool = ClientPool(options.clients)
+        self.limiter = anyio.Semaphore(options.max_workers)
+        self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
+        # Upload bodies are read whole into memory: this bounds how many are at once, so peak
+        # memory stays near upload_buffer_bytes whatever max_workers and file sizes are.
+        self.body_slots = anyio.Semaphore(max(1, options.upload_buffer_bytes // options.part_size))
+        rate = options.max_upload_bytes_per_second
+        self.rate = RateLimit(rate) if rate else None
+        self._store: StateStore | None = None
+
+    async def store(self) -> StateStore:
+        if self._store is None:
+            self._store = await anyio.to_thread.run_sync(StateStore, self.private / "state.db")
+        return self._store
+
+    def has_store(self) -> bool:
+        """Whether a state store is open or exists on disk (planning alone never creates one)."""
+        return self._store is not None or (self.private / "state.db").exists()
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        if self._store is not None:
+            self._store.close()
+
+    async def start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy) -> None:
+        """Start ``fn(c)`` holding a limiter slot; waits for a slot so tasks never pile up."""
+        await self.limiter.acquire()
+
+        async def run() -> None:
+            try:
+                await fn(c)
+            finally:
+                self.limiter.release()
+
+        tg.start_soon(run)

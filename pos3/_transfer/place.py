@@ -1,0 +1,100 @@
+"""Writing downloaded bytes and renaming them into place: blocking helpers for worker threads.
+
+Also the two error sets of the download path: the errors of a broken body (retried from the
+last good byte) and the disk errors (named after the file being written).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO, NoReturn
+
+from .. import _local
+from .._errors import EndpointError
+from .._hashing import CHUNK, Hasher
+from .._plan import LocalFile
+
+__all__ = [
+    "BODY_ERRORS",
+    "DISK_ERRNOS",
+    "check_write_and_place",
+    "hash_and_write",
+    "hash_range",
+    "mkdir",
+    "place",
+    "raise_named",
+]
+
+
+def _body_errors() -> tuple[type[BaseException], ...]:
+    import aiohttp
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, IncompleteReadError,
+            ResponseStreamingError, ReadTimeoutError, ConnectionError, EndpointError, TimeoutError)
+
+
+BODY_ERRORS: tuple[type[BaseException], ...] = _body_errors()
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
+
+
+def _name_path(exc: OSError, path: Path, url: str) -> OSError:
+    """A local disk error (full, read-only...) that names the file it was writing, else ``exc``."""
+    if exc.filename is not None or exc.errno not in DISK_ERRNOS:
+        return exc
+    return OSError(exc.errno, f"{exc.strerror} (downloading {url})", str(path))
+
+
+def raise_named(exc: OSError, path: Path, url: str) -> NoReturn:
+    """Re-raise ``exc``, as an error naming ``path`` when it is a bare disk error."""
+    named = _name_path(exc, path, url)
+    if named is exc:
+        raise exc
+    raise named from exc
+
+
+def hash_range(fd: int, h: Hasher, start: int, end: int) -> None:
+    """Feed bytes ``start..end`` of an open file to ``h`` (from the page cache: just written)."""
+    pos = start
+    while pos < end:
+        data = os.pread(fd, min(CHUNK, end - pos), pos)
+        if not data:
+            raise OSError(f"file ended at byte {pos} of {end}")
+        h.update(data)
+        pos += len(data)
+
+
+def hash_and_write(h: Hasher, fh: BinaryIO, chunk: bytes) -> None:
+    h.update(chunk)
+    fh.write(chunk)
+
+
+def check_write_and_place(
+    h: Hasher, data: bytes, verify: Callable[[], None], tmp: Path, final: Path, root: Path
+) -> LocalFile:
+    """Fingerprint a small body, check it, then place it: one worker-thread hop per file."""
+    h.update(data)
+    verify()
+    return _write_and_place(tmp, final, root, data)
+
+
+def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    return place(tmp, final, root)
+
+
+def place(tmp: Path, final: Path, root: Path) -> LocalFile:
+    """Rename a finished temporary file onto its final name (parents made, never outside ``root``)."""
+    _local.ensure_parent(root, final)
+    if final.is_dir() and not final.is_symlink():
+        raise IsADirectoryError(f"{final}: a folder stands where the file goes")
+    os.replace(tmp, final)
+    return _local.stat_file(final)
+
+
+def mkdir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)

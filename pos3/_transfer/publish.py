@@ -1,0 +1,174 @@
+"""Atomic snapshots: publish a folder (objects first, the commit last), read the newest back, GC.
+
+Readers that download the prefix see the previous snapshot or the new one, never a mix. The
+layout and the rules of which objects are garbage live in the pure `pos3._snapshot`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from .. import _local, _policy
+from .._errors import Failure, NotFoundError, TransferError, translate
+from .._exclude import Excluder
+from .._hashing import file_digests
+from .._plan import Copy, LocalFile, LocalTree, Reason, Record, RemoteFile, RemoteTree, ancestors
+from .._snapshot import Manifest, SnapshotLayout, garbage, newest_complete
+from .._state import root_lock
+from .context import Resources, Sources, Target, run_all
+from .upload import Unsettled, upload_file
+
+__all__ = ["publish_folder", "use_snapshot"]
+
+log = logging.getLogger("pos3")
+
+
+async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> bytes:
+    async with res.limiter, s3.get(bucket, key) as (body, _):
+        data: bytes = await body.read()
+        return data
+
+
+async def _newest_snapshot(
+    res: Resources, s3: Any, bucket: str, layout: SnapshotLayout, keys: Mapping[str, RemoteFile]
+) -> Manifest | None:
+    """The newest commit below ``layout`` whose objects all exist in ``keys`` (by key)."""
+    seqs = sorted((seq, k) for k in keys if (seq := layout.commit_seq(k)) is not None)
+    for _, key in reversed(seqs):
+        manifest = Manifest.from_json(await _read_small(res, s3, bucket, key), f"s3://{bucket}/{key}")
+        found = newest_complete(layout, [manifest], keys)
+        if found is not None:
+            return found
+    return None
+
+
+async def use_snapshot(res: Resources, target: Target, src: Sources) -> None:
+    """If the prefix was published atomically, mirror its newest complete commit only."""
+    layout = SnapshotLayout(src.prefix)
+    by_key = {f.key: f for f in src.remote.files.values()}
+    if not any(layout.commit_seq(k) is not None for k in by_key):
+        return
+    s3 = await res.pool.get(target.profile)
+    manifest = await _newest_snapshot(res, s3, target.url.bucket, layout, by_key)
+    if manifest is None:
+        raise NotFoundError(f"{target.url}: no complete snapshot (a publish is under way?)", url=str(target.url))
+    files: dict[str, RemoteFile] = {}
+    for rel, (xxh3, size) in manifest.files.items():
+        obj = by_key[layout.object_key(xxh3)]
+        files[rel] = RemoteFile(obj.key, size, obj.etag, obj.last_modified)
+    src.remote = RemoteTree(files, frozenset(manifest.dirs))
+
+
+async def publish_folder(
+    res: Resources, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None
+) -> None:
+    """Upload a folder as one atomic snapshot: missing objects first, the commit last.
+
+    With ``settle``, nothing is published while a file changed less than ``settle`` s ago.
+    """
+    root = target.local
+    url, bucket = target.url, target.url.bucket
+    layout = SnapshotLayout(url.dir_prefix)
+    s3 = await res.pool.get(target.profile)
+    store = await res.store()
+    async with root_lock(res.private, root, res.options.lock_timeout):
+        box: dict[str, Any] = {}
+
+        async def do_list() -> None:
+            box["listing"] = await s3.list_all(bucket, layout.root)
+
+        async def do_scan() -> None:
+            box["local"] = await anyio.to_thread.run_sync(_local.scan, root)
+
+        async def do_records() -> None:
+            box["records"] = await anyio.to_thread.run_sync(store.load, root)
+
+        await run_all(do_list, do_scan, do_records)
+        local: LocalTree = box["local"]
+        records: dict[str, Record] = box["records"]
+        keys = {f.key: f for f in box["listing"].files}
+        previous = await _newest_snapshot(res, s3, bucket, layout, keys)
+        files = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
+        if settle:
+            cutoff = _policy.settle_cutoff(time.time_ns(), settle)
+            if _policy.unsettled(((r, f.mtime_ns) for r, f in files.items()), cutoff):
+                log.debug("%s: files still changing; publish left for a later sync", root)
+                return
+
+        digests: dict[str, str] = {}
+
+        async def fingerprint(rel: str, lf: LocalFile) -> None:
+            rec = records.get(rel)
+            if rec is not None and rec.same_stat(lf) and rec.key == layout.object_key(rec.xxh3):
+                digests[rel] = rec.xxh3
+                return
+            async with res.hash_limiter:
+                digests[rel] = (await anyio.to_thread.run_sync(file_digests, root / rel, False)).xxh3
+
+        await run_all(*(functools.partial(fingerprint, rel, lf) for rel, lf in files.items()))
+
+        failures: list[Failure] = []
+        pending: list[tuple[str, Record]] = []
+        uploaded: dict[str, str] = {}  # object key -> etag
+        wanted: dict[str, tuple[str, int]] = {}
+        for rel, lf in sorted(files.items()):
+            key = layout.object_key(digests[rel])
+            if key not in keys and key not in wanted:
+                wanted[key] = (rel, lf.size)
+        total = sum(size for _, size in wanted.values())
+        with res.progress.bar(f"publish {url}", total) as bar:
+
+            async def send(c: Copy) -> None:
+                blob = c.key
+                try:
+                    rec = await upload_file(res, s3, bucket, c, root / c.rel, bar.update)
+                    if rec is None or layout.object_key(rec.xxh3) != blob:
+                        # The file changed after it was fingerprinted: never keep a misnamed object.
+                        await s3.delete_many(bucket, [blob])
+                        raise Unsettled(str(root / c.rel))
+                    uploaded[blob] = rec.etag
+                except Unsettled as exc:
+                    failures.append(Failure(str(root / c.rel), RuntimeError(f"{exc}: changed while publishing")))
+                except Exception as exc:
+                    failures.append(Failure(url.child(blob), translate(exc, url.child(blob))))
+
+            async with anyio.create_task_group() as tg:
+                for blob, (rel, size) in wanted.items():
+                    c = Copy(rel, blob, size, Reason.NEW)
+                    if not _policy.is_multipart(size, res.options.multipart_threshold):
+                        await res.start_limited(tg, send, c)
+                    else:
+                        tg.start_soon(send, c)
+        if failures:
+            raise TransferError.of("upload", failures)
+
+        entries = {rel: (digests[rel], lf.size) for rel, lf in files.items()}
+        if not delete and previous is not None:
+            for rel, entry in previous.files.items():
+                entries.setdefault(rel, entry)
+        nonempty = {a for rel in [*files, *local.dirs] for a in ancestors(rel)}
+        dirs = tuple(sorted(d for d in local.dirs - nonempty if not exclude.excluded(d)))
+        top = max((seq for k in keys if (seq := layout.commit_seq(k)) is not None), default=0)
+        manifest = Manifest(top + 1, entries, dirs)
+        if not manifest.same_content(previous):
+            async with res.limiter:
+                await s3.put(bucket, layout.commit_key(manifest.seq), manifest.to_json(), {})
+            kept = [manifest] + ([previous] if previous is not None else [])
+            commit_keys = [k for k in keys if layout.commit_seq(k) is not None]
+            objects = [k for k in [*keys, *uploaded] if k.startswith(layout.objects)]
+            junk = garbage(layout, commit_keys, kept, objects)
+            for i in range(0, len(junk), 1000):
+                async with res.limiter:
+                    for key, err in await s3.delete_many(bucket, junk[i : i + 1000]):
+                        log.warning("could not remove old snapshot data %s: %s", url.child(key), err)
+        for rel, lf in files.items():
+            blob = layout.object_key(digests[rel])
+            etag = uploaded.get(blob) or (keys[blob].etag if blob in keys else "")
+            pending.append((rel, Record(blob, etag, lf.size, lf.size, lf.mtime_ns, lf.inode, digests[rel])))
+        await anyio.to_thread.run_sync(store.write, root, pending, ())

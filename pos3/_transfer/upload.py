@@ -1,0 +1,270 @@
+"""Uploads: one PUT or a multipart upload per file, the journal of open uploads, stale aborts.
+
+Open multipart uploads pos3 started are journaled (one small JSON file each, under
+``<cache_root>/.pos3/multipart/``) until completed or aborted. A process killed mid-upload
+leaves its entry behind; the next upload of that prefix aborts it, so no hidden parts stay billed.
+Every PUT carries the body's MD5, and the returned ETag is checked (`_twice` sends again once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .. import _local, _policy
+from .._errors import Failure, IntegrityError, TransferError, translate
+from .._hashing import Hasher, file_digests
+from .._plan import Copy, LocalFile, Plan, Record
+from .._s3 import META_XXH3
+from .context import Resources, Sources, Target, run_all
+
+__all__ = ["Unsettled", "abort_stale_multipart", "run_upload", "upload_file"]
+
+log = logging.getLogger("pos3")
+
+
+class Unsettled(Exception):
+    """A file changed while it was read for upload: skipped now, sent by a later sync."""
+
+
+def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str, str]:
+    """The whole file, its state before reading, its xxh3 and its MD5 (for the returned ETag)."""
+    before = _local.stat_file(path)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not _policy.same_state(before, _local.stat_file(path)) or len(data) != before.size:
+        raise Unsettled(str(path))
+    h = Hasher(md5=True)
+    h.update(data)
+    return data, before, h.xxh3, h.md5 or ""
+
+
+def _pread(path: Path, offset: int, size: int) -> tuple[bytes, str]:
+    """``size`` bytes at ``offset``, and their MD5."""
+    with open(path, "rb") as fh:
+        data = os.pread(fh.fileno(), size, offset)
+    return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def _twice(send: Callable[[], Awaitable[str]]) -> str:
+    """Send once more when the server stored other bytes than were sent (a damaged request)."""
+    try:
+        return await send()
+    except IntegrityError as exc:
+        log.warning("%s; sending it again", exc)
+        return await send()
+
+
+# ---------------------------------------------------------------------------- journal of open uploads
+
+
+def _journal_add(folder: Path, bucket: str, key: str, upload_id: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(f"{bucket}\0{key}\0{upload_id}".encode()).hexdigest()[:32]
+    path = folder / f"{name}.json"
+    tmp = folder / f"{name}.tmp"
+    tmp.write_text(json.dumps({"bucket": bucket, "key": key, "upload_id": upload_id, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def _journal_remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+# Multipart uploads this process is sending right now; any other journal entry of this process
+# is stale (its abort failed earlier) and is aborted by the next sync, like a dead process's.
+_IN_FLIGHT: set[str] = set()
+
+
+def _journal_stale(folder: Path, bucket: str, prefix: str) -> list[tuple[Path, str, str]]:
+    """Entries of dead processes, or of this one but no longer in flight, for keys below ``prefix``."""
+    out: list[tuple[Path, str, str]] = []
+    try:
+        entries = sorted(folder.glob("*.json"))
+    except OSError:
+        return out
+    for entry in entries:
+        try:
+            data = json.loads(entry.read_text())
+            found = (str(data["bucket"]), str(data["key"]), str(data["upload_id"]), int(data["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            _journal_remove(entry)  # half-written by a killed process: nothing to go on
+            continue
+        b, key, upload_id, pid = found
+        abandoned = not _pid_alive(pid) or (pid == os.getpid() and upload_id not in _IN_FLIGHT)
+        if b == bucket and key.startswith(prefix) and abandoned:
+            out.append((entry, key, upload_id))
+    return out
+
+
+async def abort_stale_multipart(res: Resources, target: Target) -> None:
+    """Abort multipart uploads below the target that a killed pos3 process left open."""
+    folder = res.private / "multipart"
+    stale = await anyio.to_thread.run_sync(_journal_stale, folder, target.url.bucket, target.url.stem)
+    if not stale:
+        return
+    s3 = await res.pool.get(target.profile)
+    for entry, key, upload_id in stale:
+        if await s3.abort_multipart(target.url.bucket, key, upload_id, strict=True):
+            log.info("aborted a multipart upload of s3://%s/%s left open by a killed run", target.url.bucket, key)
+            await anyio.to_thread.run_sync(_journal_remove, entry)
+
+
+# ---------------------------------------------------------------------------- one batch
+
+
+async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str]) -> None:
+    """Carry out an upload plan; failed objects are collected into one `TransferError`."""
+    s3 = await res.pool.get(target.profile)
+    store = await res.store()
+    root = target.local
+    bucket = target.url.bucket
+    failures: list[Failure] = []
+    pending: list[tuple[str, Record]] = []
+
+    def local_path(rel: str) -> Path:
+        return root / rel if rel else root
+
+    for rel in plan.adopt:
+        obj, lf = src.remote.files[rel], src.local.files[rel]
+        xxh = digests.get(rel)
+        if xxh is None:
+            xxh = (await anyio.to_thread.run_sync(file_digests, local_path(rel), False)).xxh3
+        pending.append((rel, Record(obj.key, obj.etag, obj.size, lf.size, lf.mtime_ns, lf.inode, xxh,
+                                    obj.last_modified)))
+    for rel in plan.refresh:
+        rec, lf = src.records[rel], src.local.files[rel]
+        pending.append((rel, Record(rec.key, rec.etag, rec.size, lf.size, lf.mtime_ns, lf.inode,
+                                    digests.get(rel, rec.xxh3), rec.last_modified, rec.checksum)))
+
+    total = sum(c.size for c in plan.copies)
+    with res.progress.bar(f"upload {target.url}", total) as bar:
+
+        async def one(c: Copy) -> None:
+            url = target.url.child(c.key)
+            try:
+                if c.is_dir:
+                    await s3.put(bucket, c.key, b"", {})
+                    return
+                rec = await upload_file(res, s3, bucket, c, local_path(c.rel), bar.update)
+                if rec is not None:
+                    pending.append((c.rel, rec))
+            except Unsettled:
+                log.info("%s is still being written; it will be uploaded by a later sync", local_path(c.rel))
+            except Exception as exc:
+                failures.append(Failure(url, translate(exc, url)))
+
+        async with anyio.create_task_group() as tg:
+            for c in plan.copies:
+                if c.is_dir or not _policy.is_multipart(c.size, res.options.multipart_threshold):
+                    await res.start_limited(tg, one, c)
+                else:
+                    tg.start_soon(one, c)
+
+    gone = [d.rel for d in plan.deletes]
+    if plan.deletes:
+        if failures:
+            log.warning("%s: not deleting %d remote objects because uploads failed", target.url, len(gone))
+            gone = []
+        else:
+            keys = [d.key for d in plan.deletes]
+            for i in range(0, len(keys), 1000):
+                async with res.limiter:
+                    for key, err in await s3.delete_many(bucket, keys[i : i + 1000]):
+                        failures.append(Failure(target.url.child(key), err))
+    await anyio.to_thread.run_sync(store.write, root, pending, gone)
+    if failures:
+        raise TransferError.of("upload", failures)
+
+
+# ---------------------------------------------------------------------------- one file
+
+
+async def upload_file(
+    res: Resources, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], object]
+) -> Record | None:
+    """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
+    url = f"s3://{bucket}/{c.key}"
+    if not _policy.is_multipart(c.size, res.options.multipart_threshold):
+        in_memory = _policy.body_in_memory(c.size)
+        async with contextlib.nullcontext() if in_memory else res.body_slots:
+            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
+            if res.rate:
+                await res.rate.acquire(len(data))
+            etag = await _twice(lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
+            progress(len(data))
+            size = len(data)
+            del data
+    else:
+        before = await anyio.to_thread.run_sync(_local.stat_file, path)
+        async with res.hash_limiter:
+            xxh = (await anyio.to_thread.run_sync(file_digests, path, False)).xxh3
+        size = before.size
+        etag = await _multipart(res, s3, bucket, c, path, before, xxh, progress)
+    after = await anyio.to_thread.run_sync(_local.stat_file, path)
+    if not _policy.upload_kept_still(before, after, size):
+        log.warning("%s changed while it was uploaded to %s; it will be sent again next sync", path, url)
+        return None
+    return Record(c.key, etag, size, before.size, before.mtime_ns, before.inode, xxh)
+
+
+async def _multipart(
+    res: Resources, s3: Any, bucket: str, c: Copy, path: Path, before: LocalFile, xxh: str,
+    progress: Callable[[int], object],
+) -> str:
+    """Send a large file as a multipart upload, journaled while open; the ETag of the object."""
+    part = _policy.upload_part_size(before.size, res.options.part_size)
+    count = max(1, _policy.part_count(before.size, part))
+    upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
+    _IN_FLIGHT.add(upload_id)
+    journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
+    etags: list[str] = [""] * count
+    try:
+
+        async def send(index: int) -> None:
+            async with res.limiter, res.body_slots:
+                data, md5 = await anyio.to_thread.run_sync(_pread, path, index * part, part)
+                if res.rate:
+                    await res.rate.acquire(len(data))
+                etags[index] = await _twice(
+                    lambda: s3.upload_part(bucket, c.key, upload_id, index + 1, data, md5=md5))
+                progress(len(data))
+
+        await run_all(*(functools.partial(send, i) for i in range(count)))
+        # Never complete an object from bytes of a file that changed meanwhile.
+        now = await anyio.to_thread.run_sync(_local.stat_file, path)
+        if not _policy.same_state(before, now):
+            raise Unsettled(str(path))
+        etag: str = await s3.complete_multipart(bucket, c.key, upload_id, etags)
+    except BaseException:
+        if await s3.abort_multipart(bucket, c.key, upload_id, strict=True):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_journal_remove, journal)
+        raise
+    finally:
+        _IN_FLIGHT.discard(upload_id)
+    await anyio.to_thread.run_sync(_journal_remove, journal)
+    return etag
