@@ -42,7 +42,7 @@ from ._mirror import AsyncMirror, amirror, default_cache_root
 from ._plan import PlannedAction, TransferPlan
 from ._progress import cli_mode, human_bytes
 from ._shard import check_shard
-from ._urls import is_url_like, parse_s3_url
+from ._urls import bucket_listing, is_url_like, parse_s3_url
 
 __all__ = ["EXIT_CODES", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -336,7 +336,8 @@ async def _ls(args: argparse.Namespace) -> int:
         entries = await m.ls_entries(args.prefix, recursive=args.recursive, profile=args.profile)
     if args.recursive:  # every object below: folders are implied by the names, as in `aws s3 ls --recursive`
         entries = [e for e in entries if not e.is_dir]
-    if not entries and is_url_like(args.prefix) and parse_s3_url(args.prefix).key:
+    if not entries and is_url_like(args.prefix) and not bucket_listing(args.prefix)[0] \
+            and parse_s3_url(args.prefix).key:
         # As a missing local folder does: nothing there is "not found", not an empty success.
         raise NotFoundError(f"{args.prefix}: no objects under this prefix", url=args.prefix)
     if args.json:

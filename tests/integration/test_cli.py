@@ -625,3 +625,12 @@ def test_ls_exit_codes_are_consistent(s3: Any, bucket: str, tmp_path: Path, cach
     s3.create_bucket(Bucket=f"{bucket}-empty")
     res = run("ls", f"s3://{bucket}-empty", cache_root=cache_root)
     assert res.returncode == 0 and res.stdout == ""  # an empty bucket is listed as empty
+
+
+def test_ls_s3_lists_the_buckets(s3: Any, bucket: str, cache_root: Path) -> None:
+    s3.create_bucket(Bucket=f"{bucket}-2")
+    res = run("ls", "s3://", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"s3://{bucket}", f"s3://{bucket}-2"]
+    res = run("ls", "--json", "s3://", cache_root=cache_root)
+    assert [e["name"] for e in json.loads(res.stdout)] == [f"s3://{bucket}", f"s3://{bucket}-2"]
