@@ -594,6 +594,9 @@ async def test_upload_created_default_folder_is_registered_once(open_mirror: Any
 async def test_malformed_urls_raise_from_every_method(open_mirror: Any, bad: str, cache_root: Path) -> None:
     async with open_mirror() as m:
         for name in ("download", "upload", "sync", "ls", "plan_download", "plan_upload"):
+            if name == "ls" and bad == "s3://":
+                assert isinstance(await m.ls(bad), list)  # s3:// alone lists the buckets, as `aws s3 ls`
+                continue
             with pytest.raises(ValueError):
                 await getattr(m, name)(bad)
     assert not (cache_root / "_").exists()

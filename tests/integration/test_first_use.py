@@ -231,3 +231,9 @@ def read_only_mount(source: Path, target: Path) -> Iterator[None]:
         if done.returncode != 0:
             pytest.skip(f"a read-only remount is not permitted here: {done.stderr!r}")
         yield
+
+
+async def test_ls_of_s3_lists_the_buckets(open_mirror: Any, s3: Any, bucket: str) -> None:
+    s3.create_bucket(Bucket=f"{bucket}-two")
+    async with open_mirror() as m:
+        assert await m.ls("s3://") == [f"s3://{bucket}", f"s3://{bucket}-two"]
