@@ -381,7 +381,10 @@ async def _upload(args: argparse.Namespace) -> int:
         log.info("upload %s to %s", local, args.url)
         await m.upload(args.url, args.local, interval=None, delete=args.delete, exclude=args.exclude or None,
                        profile=args.profile, atomic=args.atomic)
-    _print_result(args, local, show=args.url)
+    shown = args.url
+    if args.url.endswith("/") and await anyio.Path(local).is_file():
+        shown = args.url + local.name  # where the file went, as `aws s3 cp` prints it
+    _print_result(args, local, show=shown)
     return EXIT_OK
 
 

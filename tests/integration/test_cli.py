@@ -588,6 +588,11 @@ def test_positional_destination_source_first(s3: Any, bucket: str, tmp_path: Pat
     assert res.returncode == 0, res.stderr
     assert local_tree(tmp_path / "synced") == {"a.txt": b"alpha", "sub/b.txt": b"bravo", "c.txt": b"charlie"}
 
+    res = run("upload", str(dest / "c.txt"), f"s3://{bucket}/files/", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"s3://{bucket}/files/c.txt\n"
+    assert remote_tree(s3, bucket, "files/") == {"files/c.txt": b"charlie"}
+
     # The wrong order for upload, or two different local paths, are usage errors that change nothing.
     before = bucket_snapshot(s3, bucket)
     res = run("upload", f"s3://{bucket}/copy/", str(dest), cache_root=cache_root)
