@@ -17,7 +17,8 @@ LOCATIONS = ["pos3", "tests", "benchmarks", "docs", "noxfile.py"]
 def tests(session: nox.Session) -> None:
     """Unit, integration, fault and docs-example tests against a real moto server."""
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    # One moto server per xdist worker: request counts stay per test (tests in a worker run in turn).
+    session.run("pytest", *(session.posargs or ["-q", "-n", "auto"]))
 
 
 @nox.session

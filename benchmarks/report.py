@@ -30,7 +30,8 @@ class Target:
 
     @property
     def mark(self) -> str:
-        return {"met": "✅ met", "not met": "❌ not met"}.get(self.status, "— " + self.status)
+        # Words, not emoji: they read the same in every font, terminal and screen reader.
+        return {"met": "met", "not met": "**not met**"}.get(self.status, self.status)
 
 
 def _get(summaries: Sequence[Summary], scenario: str, client: str) -> Summary | None:
@@ -177,7 +178,7 @@ def render(info: dict[str, str], scs: Sequence[Scenario], clients: Sequence[Clie
     names = [c.label for c in clients]
     out: list[str] = []
     out += ["### Machine and versions", ""]
-    out += [*_table(["", ""], [[k, v.replace("|", "/")] for k, v in info.items()]), ""]
+    out += [*_table(["Item", "Value"], [[k, v.replace("|", "/")] for k, v in info.items()]), ""]
 
     out += [f"### Wall time, seconds (whole process, median of {runs})", ""]
     rows = []

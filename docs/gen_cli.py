@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pos3.cli import build_parser
+from pos3.cli import EXIT_CODES, build_parser
 
 PAGE = Path(__file__).with_name("cli.md")
 
@@ -26,17 +26,24 @@ thin shell over `pos3.amirror()`, the engine of the Python API: the same change 
 exclusions, profiles and cache layout, one operation per run.
 
 ```bash
+pos3 ls s3://                                        # the buckets
 pos3 ls s3://bucket/datasets/
 d=$(pos3 download s3://bucket/datasets/mnist/)      # stdout is only the local path
-pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
+pos3 download s3://bucket/datasets/mnist/ ./mnist   # into a folder of your choice
+pos3 upload ./out s3://bucket/results/run-1/ --dry-run
 ```
 
 Conventions shared by every command:
 
 * **stdout carries only results**: listings, the local path (`download`, `sync`), the URL
   (`upload`), dry-run plans, or JSON with `--json`. Everything else goes to stderr.
-* **Progress** appears on stderr only when stderr is a terminal, or with `--progress`; `-q`
-  silences it. Logs go to stderr with `-v` (info), `-vv` (debug) and `-vvv` (debug of every library).
+* **Source first, destination second**, as in `aws s3 cp SRC DST`: `pos3 download URL [LOCAL]`,
+  `pos3 sync URL [LOCAL]`, `pos3 upload [LOCAL] URL`. `--local PATH` says the same; an empty
+  path (`--local ""`, an unset shell variable) is a usage error, never "the current folder".
+* **Progress** bars (bytes, files done of total, rate, in binary units: KiB, MiB/s) appear on
+  stderr only when stderr is a terminal, or with `--progress`. A one-line summary follows every
+  transfer on stderr (files, bytes, time, rate, files unchanged); `-q` silences both.
+  Logs go to stderr with `-v` (info), `-vv` (debug) and `-vvv` (debug of every library).
 * **`--delete` is off by default** on the command line (the Python API mirrors exactly by
   default): a shell command never deletes unless asked.
 * **`--dry-run`** prints one line per action with its reason and changes nothing, in the style of
@@ -53,9 +60,9 @@ Conventions shared by every command:
     file stands where a folder goes, or the reverse). A count goes to stderr.
 * **URLs**: `download`, `upload` and `sync` need an `s3://[profile@]bucket/key` URL; anything
   else is a usage error. `ls` also lists a local folder. A profile in the URL wins over `--profile`.
-* **Exit codes**: `0` success; `1` a transfer or S3 failure (every failed object is listed on
-  stderr; the other objects were still transferred); `2` a usage error (bad arguments, a URL that
-  is not `s3://`, an unknown profile); `130` interrupted by Ctrl-C, after partial files were removed.
+* **Exit codes**, the same for every command:
+
+{exit_codes}
 
 This page is generated from the parser by `docs/gen_cli.py`; a test fails when it drifts from `--help`.
 """
@@ -70,7 +77,8 @@ With `--json`, stdout is one JSON array:
     "cache ls": """\
 With `--json`, stdout is one JSON array:
 `[{"path": "/home/me/.cache/pos3/_/bucket/data", "bytes": 1048576, "last_used": "2024-05-01T12:00:00+00:00",
-"pinned": false}]`, least recently used first.
+"pinned": false, "inside": null}]`, least recently used first. `bytes` is measured on disk now; a
+tree downloaded inside another one names its holder in `inside` and is counted once, in the holder.
 """,
     "cache prune": "",
     "cache": "",
@@ -121,7 +129,8 @@ def _commands(parser: argparse.ArgumentParser, prefix: str = "") -> list[tuple[s
 def render() -> str:
     """The Markdown of docs/cli.md, from the current parser."""
     parser = build_parser()
-    out = [INTRO]
+    codes = "\n".join(f"    | `{code}` | {text} |" for code, text in EXIT_CODES.items())
+    out = [INTRO.replace("{exit_codes}", "    | Code | Meaning |\n    | --- | --- |\n" + codes)]
     out += ["## `pos3`", "", "```text", "pos3 --version", "pos3 COMMAND --help", "```", ""]
     if not _subcommands(parser):
         raise RuntimeError("the pos3 parser has no subcommands")
@@ -131,7 +140,8 @@ def render() -> str:
         if _subcommands(sub):
             positionals.append(argparse.Action([], "action", metavar="ACTION",
                                                help="one of: " + ", ".join(_subcommands(sub))))
-        synopsis = " ".join(["pos3", name, "[options]", *(a.metavar or a.dest for a in positionals)])
+        shown = [f"[{a.metavar or a.dest}]" if a.nargs == "?" else (a.metavar or a.dest) for a in positionals]
+        synopsis = " ".join(["pos3", name, "[options]", *shown])
         out += [f"## `pos3 {name}`", "", sub.description or "", "", "```text", synopsis, "```", ""]
         own = [a for a in sub._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
         groups = {g.title: g._group_actions for g in sub._action_groups}

@@ -12,6 +12,7 @@ from importlib.metadata import version as _version
 
 from ._errors import (
     AccessDeniedError,
+    AsyncioRequiredError,
     EndpointError,
     Failure,
     IntegrityError,
@@ -50,6 +51,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "AccessDeniedError",
     "AsyncMirror",
+    "AsyncioRequiredError",
     "EndpointError",
     "Failure",
     "IntegrityError",

@@ -14,17 +14,21 @@ Everything here blocks; the engine calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import logging
 import os
 import shutil
+import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._keys import RESERVED_NAME
 from ._state import StateStore
 
-__all__ = ["CacheEntry", "Pin", "entries", "prune"]
+__all__ = ["CacheEntry", "Pin", "choose_evictions", "entries", "prune", "total_bytes"]
 
 log = logging.getLogger("pos3")
 
@@ -99,15 +103,55 @@ class CacheEntry:
 
     Attributes:
         path: The local folder (or file).
-        bytes: Its size when it was last downloaded.
-        last_used: When a mirror last downloaded it (seconds since the epoch).
-        pinned: Whether an open mirror (in any process) uses it now.
+        bytes: What it holds on disk now (the apparent size of its files, as ``du -b``), trees
+            downloaded inside it included.
+        last_used: When a mirror last downloaded it or a tree inside it (seconds since the epoch).
+        pinned: Whether an open mirror (in any process) uses it, a tree inside it or a tree
+            holding it now: it cannot be evicted.
+        outer: The cached tree that holds this one (a file or folder downloaded inside a tree
+            that was downloaded whole), or ``None``. Its bytes are counted once, in ``outer``.
     """
 
     path: Path
     bytes: int
     last_used: float
     pinned: bool
+    outer: Path | None = None
+
+
+def total_bytes(trees: Sequence[CacheEntry]) -> int:
+    """What the cache holds: every tree counted once (nested trees are inside their holder)."""
+    return sum(e.bytes for e in trees if e.outer is None)
+
+
+def choose_evictions(trees: Sequence[CacheEntry], max_bytes: int) -> list[CacheEntry]:
+    """The trees to evict, least recently used first, until at most ``max_bytes`` remain.
+
+    Pure: decides from the entries alone. A pinned tree is never chosen. A nested tree's bytes
+    count once; evicting a tree frees what is left of it after the trees inside it that were
+    already chosen, and a tree inside one already chosen is gone with it.
+    """
+    total = total_bytes(trees)
+    chosen: list[CacheEntry] = []
+    for e in sorted(trees, key=_lru_order):
+        if total <= max_bytes:
+            break
+        if e.pinned or any(_related_inside(c.path, e.path) for c in chosen):
+            continue
+        inner = [c for c in chosen if _related_inside(e.path, c.path)]
+        total -= e.bytes - sum(c.bytes for c in inner)
+        chosen = [c for c in chosen if c not in inner] + [e]
+    return chosen
+
+
+def _lru_order(e: CacheEntry) -> tuple[float, int, str]:
+    """Least recently used first; on a tie (a holder shares the last use of a tree inside it),
+    the inner tree first, so the smaller eviction is tried before its holder."""
+    return (e.last_used, -len(e.path.parts), str(e.path))
+
+
+def _related_inside(holder: Path, path: Path) -> bool:
+    return holder == path or holder in path.parents
 
 
 def _inside(cache_root: Path, path: Path) -> bool:
@@ -118,19 +162,73 @@ def _inside(cache_root: Path, path: Path) -> bool:
     )
 
 
+def _disk_sizes(trees: Sequence[Path]) -> dict[Path, int]:
+    """The apparent size of every tree's files now on disk; each folder is walked once, and a
+    file counts for every listed tree that holds it. Staging folders and symlinks are skipped."""
+    sizes = dict.fromkeys(trees, 0)
+    listed = {str(t): t for t in trees}
+    tops = [t for t in trees if not any(o != t and o in t.parents for o in trees)]
+    for top in tops:
+        try:
+            st = os.lstat(top)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            sizes[top] += st.st_size
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        stack: list[tuple[str, tuple[Path, ...]]] = [(str(top), (top,))]
+        while stack:
+            folder, holders = stack.pop()
+            try:
+                it = os.scandir(folder)
+            except OSError:
+                continue
+            with it:
+                for entry in it:
+                    if entry.name == RESERVED_NAME:
+                        continue
+                    inner = listed.get(entry.path)
+                    here = (*holders, inner) if inner is not None else holders
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, here))
+                        elif entry.is_file(follow_symlinks=False):
+                            size = entry.stat(follow_symlinks=False).st_size
+                            for tree in here:
+                                sizes[tree] += size
+                    except OSError:
+                        continue
+    return sizes
+
+
 def entries(cache_root: Path, store: StateStore | None = None) -> list[CacheEntry]:
-    """The downloaded trees of a cache, least recently used first (missing ones are forgotten)."""
+    """The downloaded trees of a cache, least recently used first (missing ones are forgotten).
+
+    Sizes are measured on disk now, not taken from the records: a tree downloaded inside
+    another one (a file of a dataset fetched on its own) is part of its holder and counted once.
+    """
     private = cache_root / ".pos3"
     own = store is None
     store = store or StateStore(private / "state.db")
     try:
-        out: list[CacheEntry] = []
-        for path, size, used in store.trees():
+        rows: list[tuple[Path, float]] = []
+        for path, _size, used in store.trees():
             p = Path(path)
-            if not p.exists():
+            if not os.path.lexists(p):
                 store.forget_tree(p)
                 continue
-            out.append(CacheEntry(p, size, used, _is_pinned(private, p)))
+            rows.append((p, used))
+        paths = [p for p, _ in rows]
+        sizes = _disk_sizes(paths)
+        out: list[CacheEntry] = []
+        for p, used in rows:
+            holders = [o for o in paths if o in p.parents]
+            outer = min(holders, key=lambda o: len(o.parts)) if holders else None
+            last = max([used] + [u for q, u in rows if p in q.parents])  # using a tree inside uses this one
+            out.append(CacheEntry(p, sizes[p], last, _is_pinned(private, p), outer))
+        out.sort(key=_lru_order)
         return out
     finally:
         if own:
@@ -140,6 +238,10 @@ def entries(cache_root: Path, store: StateStore | None = None) -> list[CacheEntr
 def prune(cache_root: Path, max_bytes: int, store: StateStore | None = None) -> list[CacheEntry]:
     """Evict least recently used, unpinned trees until the cache holds at most ``max_bytes``.
 
+    Each tree is evicted holding the pins of it and of every related tree exclusively (the lock a
+    mirror holds shared from before its download starts until it closes), so a tree that a mirror
+    is downloading into, or has open, is never deleted.
+
     Returns:
         The evicted trees.
     """
@@ -148,26 +250,23 @@ def prune(cache_root: Path, max_bytes: int, store: StateStore | None = None) -> 
     store = store or StateStore(private / "state.db")
     try:
         current = entries(cache_root, store)
-        total = sum(e.bytes for e in current)
+        candidates = [e if _inside(cache_root, e.path) else dataclasses.replace(e, pinned=True) for e in current]
         evicted: list[CacheEntry] = []
-        for entry in current:
-            if total <= max_bytes:
-                break
-            if entry.pinned or not _inside(cache_root, entry.path):
-                continue
+        for entry in choose_evictions(candidates, max_bytes):
             held = _lock_related(private, entry.path)
-            if held is None:
+            if held is None:  # pinned since it was listed
                 continue
             try:
                 if entry.path.is_dir() and not entry.path.is_symlink():
                     shutil.rmtree(entry.path)
                 else:
                     entry.path.unlink(missing_ok=True)
-                store.forget_tree(entry.path)
+                for inner in current:
+                    if inner.path == entry.path or entry.path in inner.path.parents:
+                        store.forget_tree(inner.path)
             finally:
                 for fd in held:
                     os.close(fd)
-            total -= entry.bytes
             evicted.append(entry)
             log.info("pos3 cache: evicted %s (%d bytes, least recently used)", entry.path, entry.bytes)
         return evicted

@@ -84,8 +84,10 @@ class Engine(Resources):
                 if not allow_empty:
                     raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
                 return 0  # sync() on a first run: the upload registration prepares the path
-            await download.run_download(self, target, src, plan, digests)
-            return sum(f.size for r, f in src.remote.files.items() if not exclude.excluded(r))
+            kept = [r for r, f in src.remote.files.items() if not exclude.excluded(r)]
+            await download.run_download(self, target, src, plan, digests,
+                                        counts=_counts(len(kept), len(src.remote.files) - len(kept), plan))
+            return sum(src.remote.files[r].size for r in kept)
 
     # ------------------------------------------------------------------ upload
 
@@ -106,14 +108,17 @@ class Engine(Resources):
         async with root_lock(self.private, target.local, self.options.lock_timeout):
             await upload.abort_stale_multipart(self, target)
             src, plan, digests = await self._plan(target, "upload", delete, exclude)
+            recent: set[str] | frozenset[str] = frozenset()
             if settle:
                 cutoff = _policy.settle_cutoff(time.time_ns(), settle)
-                recent = _policy.unsettled(((c.rel, src.local.files[c.rel].mtime_ns) for c in plan.copies
-                                            if not c.is_dir), cutoff)
+                recent = set(_policy.unsettled(((c.rel, src.local.files[c.rel].mtime_ns) for c in plan.copies
+                                                if not c.is_dir), cutoff))
                 if recent:
                     log.debug("%s: %d files still changing; left for a later sync", target.local, len(recent))
                     plan = dataclasses.replace(plan, copies=tuple(c for c in plan.copies if c.rel not in recent))
-            await upload.run_upload(self, target, src, plan, digests)
+            kept = sum(1 for r in src.local.files if not exclude.excluded(r))
+            counts = _counts(kept - len(recent), len(src.local.files) - kept + len(recent), plan)
+            await upload.run_upload(self, target, src, plan, digests, counts=counts)
 
     async def publish(self, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None) -> None:
         """Upload a folder as one atomic snapshot: missing objects first, the commit last.
@@ -135,3 +140,10 @@ class Engine(Resources):
     async def ls_entries(self, url: S3URL, profile: Profile | None, recursive: bool) -> list[ListEntry]:
         """The names `ls` returns, in the same order, with each object's size and last-modified time."""
         return await _gather.ls_entries(self, url, profile, recursive)
+
+
+def _counts(considered: int, skipped: int, plan: Plan) -> tuple[int, int]:
+    """``(unchanged, skipped)`` files for the summary line: those considered and not copied, and
+    those left out (excluded, or still being written)."""
+    copied = sum(1 for c in plan.copies if not c.is_dir)
+    return max(0, considered - copied), skipped

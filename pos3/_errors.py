@@ -13,13 +13,17 @@ Pos3Error
 │   ├── AccessDeniedError      (also PermissionError)    credentials lack the permission
 │   └── EndpointError          (also ConnectionError)    unreachable endpoint, timeout
 ├── IntegrityError                                  downloaded bytes do not match the known checksum
+├── AsyncioRequiredError       (also RuntimeError)  an async API used under trio: pos3 needs asyncio
 └── TransferError              (also RuntimeError)  one or more objects of a batch failed
                                                     (also PermissionError / FileNotFoundError
                                                     when every object failed for that reason)
 ```
 
 Only `translate()` looks inside botocore and aiohttp exceptions; everything else in pos3 sees the
-tree above. Messages name the URL or path and the cause, never a credential.
+tree above. Messages name the URL or path and the cause, never a credential. A translated error
+is raised ``from None`` (its traceback does not repeat the library internals below it) and keeps
+the foreign exception on its ``cause`` attribute. The classes present themselves as ``pos3.X``
+in tracebacks, never by a private module or class name.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import NamedTuple
 
 __all__ = [
     "AccessDeniedError",
+    "AsyncioRequiredError",
     "EndpointError",
     "Failure",
     "IntegrityError",
@@ -43,12 +48,28 @@ __all__ = [
     "S3Error",
     "TransferError",
     "UnsafeKeyError",
+    "describe",
     "translate",
 ]
 
 
 class Pos3Error(Exception):
-    """Base class of every error pos3 raises on purpose."""
+    """Base class of every error pos3 raises on purpose.
+
+    Attributes:
+        cause: The foreign exception (botocore, aiohttp) this error was translated from, or
+            ``None``. It is kept here rather than chained, so tracebacks stay short.
+    """
+
+    cause: BaseException | None = None
+
+
+class AsyncioRequiredError(Pos3Error, RuntimeError):
+    """pos3's async API was used under an event loop other than asyncio (trio).
+
+    aiobotocore, which pos3 talks to S3 with, runs only on asyncio: use ``asyncio.run`` (or
+    ``anyio.run(..., backend="asyncio")``), or the synchronous ``pos3.mirror()``.
+    """
 
 
 class InvalidURLError(Pos3Error, ValueError):
@@ -112,10 +133,12 @@ class Failure(NamedTuple):
     error: BaseException
 
 
-def _describe(failure: Failure) -> str:
+def describe(failure: Failure) -> str:
+    """``target: cause`` for one failed object, naming the target once."""
     text = str(failure.error) or type(failure.error).__name__
     # pos3's own errors already start with the URL or path they are about: say it once.
     return text if text.startswith(failure.target) else f"{failure.target}: {text}"
+
 
 
 class TransferError(Pos3Error, RuntimeError):
@@ -134,15 +157,15 @@ class TransferError(Pos3Error, RuntimeError):
     def __init__(self, operation: str, failures: Sequence[Failure]) -> None:
         self.operation = operation
         self.failures: list[Failure] = list(failures)
-        shown = "; ".join(_describe(f) for f in self.failures[: self._SHOWN])
+        shown = "; ".join(describe(f) for f in self.failures[: self._SHOWN])
         more = len(self.failures) - self._SHOWN
         tail = f"; and {more} more" if more > 0 else ""
         count = len(self.failures)
         noun = "object" if count == 1 else "objects"
         super().__init__(f"{operation} failed for {count} {noun}: {shown}{tail}")
 
-    def __reduce__(self) -> tuple[type[TransferError], tuple[str, list[Failure]]]:
-        return (type(self), (self.operation, self.failures))
+    def __reduce__(self) -> tuple[object, tuple[str, list[Failure]]]:
+        return (TransferError.of, (self.operation, self.failures))
 
     @classmethod
     def of(cls, operation: str, failures: Sequence[Failure]) -> TransferError:
@@ -165,18 +188,36 @@ class _MissingTransferError(TransferError, FileNotFoundError):
     """Every object of the batch was missing: a `TransferError` and a `FileNotFoundError`."""
 
 
+# Tracebacks print ``module.qualname``: show every class as the public ``pos3.X`` a user can
+# import and catch (the two batch variants are TransferErrors, and say so).
+for _cls in (Pos3Error, InvalidURLError, UnsafeKeyError, RegistrationError, ProfileError, NoMirrorError,
+             LockTimeoutError, S3Error, NotFoundError, AccessDeniedError, EndpointError, IntegrityError,
+             AsyncioRequiredError, TransferError, _DeniedTransferError, _MissingTransferError):
+    _cls.__module__ = "pos3"
+for _cls in (_DeniedTransferError, _MissingTransferError):
+    _cls.__name__ = _cls.__qualname__ = "TransferError"
+del _cls
+
+
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken"}
 
 
 def translate(exc: BaseException, url: str) -> BaseException:
-    """Turn a foreign exception about ``url`` into one of pos3's, keeping the cause.
+    """Turn a foreign exception about ``url`` into one of pos3's, keeping the cause on ``cause``.
 
     Exceptions that are already pos3's, cancellations and local ``OSError``s pass unchanged.
     """
     if isinstance(exc, Pos3Error):
         return exc
+    out = _translate(exc, url)
+    if isinstance(out, Pos3Error) and out is not exc:
+        out.cause = exc
+    return out
+
+
+def _translate(exc: BaseException, url: str) -> BaseException:
     # Imported lazily: this module stays free of aiobotocore at import time.
     from botocore.exceptions import (
         BotoCoreError,

@@ -7,6 +7,7 @@ class adds only the documented methods, which forward here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ import anyio
 from ._background import UploadScheduler
 from ._cache import Pin, prune
 from ._engine import Engine, EngineOptions
+from ._errors import AsyncioRequiredError, NotFoundError
 from ._exclude import Excluder
 from ._profiles import Profile
 from ._progress import Progress
@@ -36,6 +38,8 @@ from ._registry import (
 )
 from ._s3 import ClientOptions
 from ._shard import check_shard
+from ._transfer.context import Target
+from ._urls import S3URL
 
 __all__ = ["MirrorCore", "cache_limit", "engine_options"]
 
@@ -93,6 +97,7 @@ class MirrorCore:
         self.cache_max_bytes = cache_max_bytes
         self.default_profile = default_profile
         self._pins: list[Pin] = []
+        self._buckets_ok: set[tuple[Profile | None, str]] = set()
         self._progress = Progress(show_progress)
         self._engine: Engine | None = None
         self._stack: AsyncExitStack | None = None
@@ -104,6 +109,14 @@ class MirrorCore:
     async def __aenter__(self) -> Self:
         if self._stack is not None:
             raise RuntimeError("this AsyncMirror is already open")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            # trio (or another loop): aiobotocore would fail deep inside with "no running event loop".
+            raise AsyncioRequiredError(
+                "pos3.amirror() needs asyncio (aiobotocore runs only there), and no asyncio loop is running "
+                "(trio?): use asyncio.run(), anyio.run(..., backend='asyncio'), or the blocking pos3.mirror()"
+            ) from None
         stack = AsyncExitStack()
         self._tg = await stack.enter_async_context(anyio.create_task_group())
         self._engine = Engine(self.cache_root, self._options, self._progress)
@@ -161,6 +174,10 @@ class MirrorCore:
         params = (target.local, target.profile, bool(delete), excluder.patterns, allow_empty, shard)
 
         async def fetch() -> None:
+            if not target.explicit_local:
+                # Pinned before a byte moves: eviction (which takes the pins exclusively) can never
+                # delete a tree while this mirror downloads or refreshes it.
+                self._pins.append(await anyio.to_thread.run_sync(Pin, engine.private, target.local))
             size = await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty,
                                          shard=shard)
             if not target.explicit_local and not allow_empty:
@@ -169,10 +186,9 @@ class MirrorCore:
         return await self._registry.download(target, params, fetch)
 
     async def _track(self, tree: Path, size: int) -> None:
-        """Pin a downloaded cache tree for this mirror's lifetime; evict others past the limit."""
+        """Remember a downloaded (and already pinned) cache tree's use; evict others past the limit."""
         engine = self.engine
         store = await engine.store()
-        self._pins.append(await anyio.to_thread.run_sync(Pin, engine.private, tree))
         await anyio.to_thread.run_sync(store.touch_tree, tree, size, time.time())
         if self.cache_max_bytes is not None:
             await anyio.to_thread.run_sync(prune, self.cache_root, self.cache_max_bytes, store)
@@ -184,6 +200,11 @@ class MirrorCore:
         self.engine  # noqa: B018 - raises outside the context
         iv = check_interval(interval)
         target = self._registry.target(remote, local, profile)
+        if target.url.trailing_slash and target.explicit_local and await anyio.to_thread.run_sync(
+                target.local.is_file):
+            # A file sent to a folder URL keeps its name below it, as `aws s3 cp f s3://b/dir/` does.
+            url = S3URL(target.url.bucket, target.url.dir_prefix + target.local.name)
+            target = Target(url, target.profile, target.local, explicit_local=True)
         excluder = Excluder.of(exclude)
         settle = check_settle(settle)
         params = (target.local, target.profile, iv, bool(delete), bool(sync_on_error), excluder.patterns, settle,
@@ -191,6 +212,7 @@ class MirrorCore:
         existing = self._registry.existing_upload(target, params)
         if existing is not None:
             return existing
+        await self._check_bucket(target)
         await anyio.to_thread.run_sync(prepare_upload_path, target)
         # Pinned for this mirror's lifetime: no eviction may remove what the exit upload sends.
         self._pins.append(await anyio.to_thread.run_sync(Pin, self.engine.private, target.local))
@@ -199,6 +221,21 @@ class MirrorCore:
         if iv is not None:
             self._scheduler.ensure_started(self._tg)
         return target.local
+
+    async def _check_bucket(self, target: Target) -> None:
+        """Fail an upload registration at once when its bucket does not exist (one HeadBucket).
+
+        Only a 404 fails: a 403 is allowed on (upload-only credentials may not HeadBucket), and
+        any other error is left for the upload itself to meet and report.
+        """
+        seen = (target.profile, target.url.bucket)
+        if seen in self._buckets_ok:
+            return
+        s3 = await self.engine.pool.get(target.profile)
+        if await s3.bucket_missing(target.url.bucket):
+            raise NotFoundError(f"{target.url}: bucket does not exist (NoSuchBucket); the upload was not registered",
+                                url=str(target.url), code="NoSuchBucket")
+        self._buckets_ok.add(seen)
 
     async def _register_sync(
         self, remote: str, local: str | os.PathLike[str] | None, interval: float | None, delete_local: bool,

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,17 @@ from pathlib import Path
 from ._keys import RESERVED_NAME
 from ._plan import LocalFile, LocalTree
 
-__all__ = ["STAGING_DIRNAME", "Staging", "delete_entry", "ensure_parent", "scan", "stat_file"]
+__all__ = [
+    "STAGING_DIRNAME",
+    "Staging",
+    "check_writable",
+    "delete_entry",
+    "ensure_parent",
+    "replace_into",
+    "scan",
+    "staging_place",
+    "stat_file",
+]
 
 # Staging folder name used beside a root when the cache is on another file system (a key may
 # not use it: see _keys).
@@ -115,6 +126,35 @@ def delete_entry(root: Path, rel: str, is_dir: bool, recursive: bool = False) ->
         os.unlink(target)
 
 
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def check_writable(root: Path) -> None:
+    """Raise once, naming the folder, when files cannot be written below ``root``.
+
+    Probes the nearest existing folder of ``root`` (``root`` itself, or the parent a new tree
+    will be made in) by creating and removing a hidden file, which catches permissions and
+    read-only mounts alike.
+
+    Raises:
+        PermissionError: The folder is read-only for this process.
+    """
+    folder = root if root.is_dir() else root.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".pos3-probe-")
+    except OSError as exc:
+        if exc.errno in _READ_ONLY:
+            denied = PermissionError(f"{folder}: cannot write here ({os.strerror(exc.errno)}); nothing was "
+                                     f"downloaded")
+            denied.filename = str(root)
+            raise denied from None
+        raise
+    os.close(fd)
+    os.unlink(name)
+
+
 def missing_top(path: Path) -> Path | None:
     """The outermost folder of ``path`` (or ``path`` itself) that does not exist yet."""
     top = None
@@ -135,13 +175,80 @@ def prune_empty(path: Path, top: Path) -> None:
         path = path.parent
 
 
+def staging_place(same_device: bool, probe_errno: int | None) -> str:
+    """Where a root's partial files are written: ``"private"`` (the cache's staging folder) or
+    ``"beside"`` (a hidden staging folder inside the root's own folder).
+
+    Pure. A rename works only within one mount, and ``st_dev`` does not tell mounts apart: bind
+    mounts (Docker and Kubernetes volumes) share the device and still refuse with ``EXDEV``. So
+    the private folder is used only when the devices match *and* a probe rename succeeded.
+
+    Args:
+        same_device: ``st_dev`` of the private folder equals that of the root's folder.
+        probe_errno: The errno of a probe rename from the private folder into the root's folder,
+            or ``None`` when it succeeded.
+    """
+    if not same_device or probe_errno is not None:
+        return "beside"
+    return "private"
+
+
+def _probe_rename(private: Path, anchor: Path) -> int | None:
+    """Rename an empty file from ``private`` to a hidden folder in ``anchor``; the errno, or None."""
+    probe = private / f"{uuid.uuid4().hex}.probe"
+    beside = anchor / STAGING_DIRNAME
+    made = not beside.exists()
+    try:
+        probe.touch()
+        beside.mkdir(exist_ok=True)
+        os.rename(probe, beside / probe.name)
+        os.unlink(beside / probe.name)
+        return None
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+        if made:
+            with contextlib.suppress(OSError):
+                os.rmdir(beside)
+
+
+def replace_into(tmp: Path, final: Path) -> None:
+    """Rename a finished partial file onto its final name.
+
+    When the rename crosses a mount (``EXDEV``: a bind mount that the staging decision could not
+    see), the file is copied into a hidden staging folder beside the target first, so the final
+    name still appears in one atomic rename, whole or not at all.
+    """
+    try:
+        os.replace(tmp, final)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    beside = final.parent / STAGING_DIRNAME
+    beside.mkdir(exist_ok=True)
+    near = beside / f"{uuid.uuid4().hex}.part"
+    try:
+        shutil.copyfile(tmp, near)
+        os.replace(near, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(near)
+        with contextlib.suppress(OSError):
+            os.rmdir(beside)
+    os.unlink(tmp)
+
+
 @dataclass(frozen=True)
 class Staging:
     """Where partial files of one root are written before they are renamed into place.
 
-    The folder lives outside the mirrored tree (under the cache's private folder) when it is
-    on the same file system as the root, so third-party code never sees a temporary name; else
-    it is a hidden ``.pos3-staging`` folder beside the root's files, skipped by every scan.
+    The folder lives outside the mirrored tree (under the cache's private folder) when a rename
+    from there into the root works, so third-party code never sees a temporary name; else (another
+    file system, or a bind mount of the same one) it is a hidden ``.pos3-staging`` folder beside
+    the root's files, skipped by every scan. See `staging_place`.
     Leftovers of a killed process are removed by `clean` when the root is next locked.
     """
 
@@ -152,13 +259,16 @@ class Staging:
         key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
         anchor = root if root.is_dir() else root.parent
         candidate = private / "staging" / key
+        probe: int | None = None
         try:
             candidate.mkdir(parents=True, exist_ok=True)
             anchor.mkdir(parents=True, exist_ok=True)
             same_fs = os.stat(candidate).st_dev == os.stat(anchor).st_dev
+            if same_fs:
+                probe = _probe_rename(candidate, anchor)
         except OSError:
             same_fs = False
-        if same_fs:
+        if staging_place(same_fs, probe) == "private":
             return cls(candidate)
         return cls(anchor / STAGING_DIRNAME)
 

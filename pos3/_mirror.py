@@ -29,6 +29,7 @@ from ._registry import (
     with_selector,
 )
 from ._shard import check_shard
+from ._urls import bucket_listing
 
 __all__ = ["AsyncMirror", "Exclude", "ProfileArg", "amirror", "default_cache_root"]
 
@@ -223,10 +224,11 @@ class AsyncMirror(MirrorCore):
 
     async def ls(self, prefix: str | os.PathLike[str], recursive: bool = False, profile: ProfileArg = None
                  ) -> list[str]:
-        """List an S3 prefix (full ``s3://`` URLs) or a local folder (paths), sorted.
+        """List an S3 prefix (full ``s3://`` URLs), the buckets, or a local folder (paths), sorted.
 
         Args:
-            prefix: ``s3://`` URL or local path.
+            prefix: ``s3://`` URL or local path; ``s3://`` (or ``s3://profile@``) lists the
+                buckets the credentials own, as ``s3://bucket`` URLs.
             recursive: Include everything below, not only the first level.
             profile: Profile name or `Profile`; a profile in the URL wins.
 
@@ -238,6 +240,8 @@ class AsyncMirror(MirrorCore):
             NotFoundError: The bucket does not exist (a missing local folder lists as ``[]``).
             AccessDeniedError: The credentials may not list it.
         """
+        if isinstance(prefix, str) and bucket_listing(prefix)[0]:
+            return [e.name for e in await self.ls_entries(prefix, recursive, profile)]
         if is_local(prefix):
             return await anyio.to_thread.run_sync(ls_local, Path(prefix).expanduser(), recursive)
         return [e.name for e in await self.ls_entries(prefix, recursive, profile)]
@@ -254,6 +258,14 @@ class AsyncMirror(MirrorCore):
         Returns:
             The names `ls` returns, in the same order, as `ListEntry` values.
         """
+        if isinstance(prefix, str):
+            is_buckets, selector = bucket_listing(prefix)
+            if is_buckets:  # s3:// lists the buckets, as `aws s3 ls` does
+                chosen = selector if selector is not None else profile
+                resolved = self.default_profile if chosen is None else resolve_profile(chosen)
+                s3 = await self.engine.pool.get(resolved)
+                shown = f"s3://{selector}@" if selector else "s3://"
+                return [ListEntry(f"{shown}{name}", True) for name in await s3.buckets()]
         if is_local(prefix):
             return await anyio.to_thread.run_sync(ls_local_entries, Path(prefix).expanduser(), recursive)
         assert isinstance(prefix, str)

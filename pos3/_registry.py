@@ -153,6 +153,9 @@ class Registry:
         resolved = self.default_profile if selector is None else resolve_profile(selector)
         if url.profile is not None:
             url = S3URL(url.bucket, url.key, None, url.trailing_slash)
+        if local is not None and not os.fspath(local).strip():
+            # An unset shell variable: never "the current folder", which delete=True would empty.
+            raise ValueError("local is empty; give a folder or file path, or local=None for the cache path")
         if local is None:
             name = resolved.local_name if resolved is not None else DEFAULT_LOCAL_NAME
             path = self.cache_root / name / url.bucket

@@ -111,7 +111,7 @@ class S3:
             try:
                 page = await self.client.list_objects_v2(**kwargs)
             except Exception as exc:
-                raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+                raise translate(exc, f"s3://{bucket}/{prefix}") from None
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -149,7 +149,7 @@ class S3:
                 # HEAD has no body: a missing bucket also answers 404. Tell them apart.
                 await self.list_all(bucket, key + "\x7f")
                 return None
-            raise err from exc
+            raise err from None
         return dict(resp)
 
     @contextlib.asynccontextmanager
@@ -164,7 +164,7 @@ class S3:
         try:
             resp = await self.client.get_object(**kwargs)
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
+            raise translate(exc, f"s3://{bucket}/{key}") from None
         body = resp["Body"]
         try:
             yield body, resp
@@ -181,7 +181,7 @@ class S3:
         try:
             resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
+            raise translate(exc, f"s3://{bucket}/{key}") from None
         etag = _etag(resp.get("ETag"))
         _check_stored(f"s3://{bucket}/{key}", etag, md5, resp)
         return etag
@@ -190,7 +190,7 @@ class S3:
         try:
             resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
+            raise translate(exc, f"s3://{bucket}/{key}") from None
         return str(resp["UploadId"])
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes,
@@ -200,7 +200,7 @@ class S3:
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
             )
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
+            raise translate(exc, f"s3://{bucket}/{key}") from None
         etag = _etag(resp.get("ETag"))
         _check_stored(f"s3://{bucket}/{key} (part {number})", etag, md5, resp)
         return etag
@@ -212,7 +212,7 @@ class S3:
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}  # type: ignore[typeddict-item]
             )
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
+            raise translate(exc, f"s3://{bucket}/{key}") from None
         return _etag(resp.get("ETag"))
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str, strict: bool = False) -> bool:
@@ -234,7 +234,7 @@ class S3:
         try:
             resp = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
         except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+            raise translate(exc, f"s3://{bucket}/{prefix}") from None
         return [(u["Key"], u["UploadId"], u.get("Initiated")) for u in resp.get("Uploads", ())]
 
     async def delete_many(self, bucket: str, keys: list[str]) -> list[tuple[str, BaseException]]:
@@ -254,6 +254,28 @@ class S3:
             key = e.get("Key", "")
             failed.append((key, OSError(f"s3://{bucket}/{key}: delete failed ({e.get('Code')}: {e.get('Message')})")))
         return failed
+
+    async def buckets(self) -> list[str]:
+        """The names of the buckets these credentials own (``ListBuckets``), sorted."""
+        try:
+            resp = await self.client.list_buckets()
+        except Exception as exc:
+            raise translate(exc, "s3://") from None
+        return sorted(str(b.get("Name", "")) for b in resp.get("Buckets", ()))
+
+    async def bucket_missing(self, bucket: str) -> bool:
+        """Whether ``bucket`` certainly does not exist: one ``HeadBucket``.
+
+        Only a 404 answer says so. A 403 says nothing (credentials allowed to ``PutObject`` but
+        not to ``HeadBucket`` / ``ListBucket`` are common for upload-only roles), and any other
+        error is left for the transfer itself to meet and report.
+        """
+        try:
+            await self.client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            err = translate(exc, f"s3://{bucket}/")
+            return isinstance(err, NotFoundError)
+        return False
 
 
 def _isolated_session() -> AioSession:
@@ -357,7 +379,7 @@ class ClientPool:
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
-                raise translate(exc, where) from exc
+                raise translate(exc, where) from None
             found = self._clients[profile] = S3(client)
             return found
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ._errors import InvalidURLError
 
-__all__ = ["S3URL", "is_url_like", "overlaps", "parse_s3_url"]
+__all__ = ["S3URL", "bucket_listing", "is_url_like", "overlaps", "parse_s3_url"]
 
 # Anything that starts like "scheme:/" is a URL attempt, never a local folder name.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
@@ -99,6 +99,22 @@ def parse_s3_url(url: str) -> S3URL:
         # The key names the local folder too (<cache>/<bucket>/<key>): '..' would leave it.
         raise InvalidURLError(f"{shown!r}: a '.' or '..' segment in the key; name the key without it")
     return S3URL(bucket=authority, key=key, profile=profile, trailing_slash=rest.endswith("/"))
+
+
+def bucket_listing(url: str) -> tuple[bool, str | None]:
+    """Whether ``url`` names the list of buckets (``s3://`` or ``s3://profile@``), and its profile.
+
+    Pure. Returns ``(True, profile_or_None)`` for a bucket listing, ``(False, None)`` otherwise
+    (any other string, valid or not, is left to `parse_s3_url`).
+    """
+    if not url.startswith("s3://"):
+        return False, None
+    rest = url[len("s3://") :].rstrip("/")
+    if not rest:
+        return True, None
+    if rest.endswith("@") and "/" not in rest and _PROFILE.match(rest[:-1]):
+        return True, rest[:-1]
+    return False, None
 
 
 def _redacted(url: str) -> str:

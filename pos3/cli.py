@@ -10,8 +10,9 @@ Streams and exit codes:
   ``upload``, dry-run plans, or JSON with ``--json``.
 * stderr carries progress (only on a terminal, or with ``--progress``; never with ``-q``), logs
   (``-v``/``-vv``/``-vvv``) and error messages.
-* 0 success; 1 a transfer or S3 failure (failed objects listed on stderr); 2 a usage error
-  (bad arguments, a URL that is not ``s3://``, an unknown profile); 130 interrupted (Ctrl-C),
+* Exit codes (`EXIT_CODES`): 0 success; 1 nothing found or a failure (a missing bucket, prefix
+  or local path, an S3 error, failed objects listed on stderr); 2 a usage error (bad arguments,
+  an empty path, a URL that is not ``s3://``, an unknown profile); 130 interrupted (Ctrl-C),
   after partial files were removed.
 """
 
@@ -31,23 +32,33 @@ from typing import Any
 
 import anyio
 
-from ._cache import CacheEntry
+from ._cache import CacheEntry, choose_evictions, total_bytes
 from ._cache import entries as cache_entries
 from ._cache import prune as cache_prune
 from ._engine import ListEntry
-from ._errors import InvalidURLError, Pos3Error, ProfileError, TransferError
+from ._errors import InvalidURLError, NotFoundError, Pos3Error, ProfileError, TransferError, describe
 from ._facade import backend_options
 from ._mirror import AsyncMirror, amirror, default_cache_root
 from ._plan import PlannedAction, TransferPlan
+from ._progress import cli_mode, human_bytes
 from ._shard import check_shard
-from ._urls import is_url_like, parse_s3_url
+from ._urls import bucket_listing, is_url_like, parse_s3_url
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_CODES", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+#: Every exit code of the command, with its meaning (rendered in docs/cli.md and ``--help``).
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "nothing found (a missing bucket, prefix or local path) or a failure (S3 refused a request, "
+                  "some objects failed: each is listed on stderr, the others were transferred)",
+    EXIT_USAGE: "usage error: bad arguments, an empty path, a URL that is not s3://, an unknown profile",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C, after partial files were removed",
+}
 
 log = logging.getLogger("pos3")
 
@@ -57,15 +68,22 @@ local copy lives under the cache root (or --local) and is an ordinary folder."""
 
 _MAIN_EPILOG = """\
 examples:
+  pos3 ls s3://
   pos3 ls s3://bucket/datasets/
   d=$(pos3 download s3://bucket/datasets/mnist/) && ls "$d"
-  pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
+  pos3 download s3://bucket/datasets/mnist/ ./mnist
+  pos3 upload ./out s3://bucket/results/run-1/ --dry-run
 
+Arguments go source first, destination second, as with 'aws s3 cp SRC DST'.
 Run 'pos3 COMMAND --help' for the options of one command.
-exit codes: 0 success, 1 transfer failures, 2 usage errors, 130 interrupted."""
+exit codes: 0 success, 1 nothing found or a failure, 2 usage errors, 130 interrupted."""
 
 _LS_EPILOG = """\
+An S3 prefix with nothing under it exits 1, as a missing local folder does; an empty
+bucket lists nothing and exits 0.
+
 examples:
+  pos3 ls s3://
   pos3 ls s3://bucket/datasets/
   pos3 ls -r --long s3://bucket/datasets/mnist/
   pos3 ls --json s3://bucket/ | jq -r '.[].name'
@@ -77,14 +95,17 @@ stdout carries only the local path, so the command composes:
 
 examples:
   pos3 download s3://bucket/datasets/mnist/ --dry-run
-  pos3 download s3://bucket/datasets/mnist/ --local ./mnist --delete --exclude '*.tmp'"""
+  pos3 download s3://bucket/datasets/mnist/ ./mnist --delete --exclude '*.tmp'"""
 
 _UPLOAD_EPILOG = """\
-Without --local the source is the cache path that 'pos3 download URL' uses; it must exist.
+The local source comes first, as in 'aws s3 cp SRC DST' (or give it with --local). Without
+it the source is the cache path that 'pos3 download URL' uses; it must exist. A file sent to
+a URL ending in '/' is stored under that prefix with its own name, as 'aws s3 cp' does.
 
 examples:
-  pos3 upload s3://bucket/results/run-1/ --local ./out --dry-run
-  pos3 upload s3://bucket/results/run-1/ --local ./out --delete --exclude '*.ckpt'"""
+  pos3 upload ./out s3://bucket/results/run-1/ --dry-run
+  pos3 upload ./out s3://bucket/results/run-1/ --delete --exclude '*.ckpt'
+  pos3 upload ./model.pt s3://bucket/models/"""
 
 _CACHE_EPILOG = """\
 examples:
@@ -97,8 +118,8 @@ Downloads the prefix (an empty prefix is fine), then uploads the same folder onc
 that exist only locally are sent. stdout carries only the local path.
 
 examples:
-  pos3 sync s3://bucket/jobs/run-1/ --local ./run-1 --dry-run
-  pos3 sync s3://bucket/jobs/run-1/ --local ./run-1"""
+  pos3 sync s3://bucket/jobs/run-1/ ./run-1 --dry-run
+  pos3 sync s3://bucket/jobs/run-1/ ./run-1"""
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -119,20 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pos3 {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("common options")
-    group.add_argument("--profile", metavar="NAME",
-                       help="profile to use (a profile in the URL, s3://NAME@bucket/..., wins)")
-    group.add_argument("--cache-root", metavar="PATH",
-                       help="where mirrors live (default: $POS3_CACHE_ROOT, else ~/.cache/pos3)")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="log to stderr: -v info, -vv debug, -vvv debug of every library")
-    group.add_argument("-q", "--quiet", action="store_true",
-                       help="no progress, no summary and no warnings on stderr (errors still show; wins over -v)")
+    def common_options(profile: bool) -> argparse.ArgumentParser:
+        common = argparse.ArgumentParser(add_help=False)
+        group = common.add_argument_group("common options")
+        if profile:
+            group.add_argument("--profile", metavar="NAME",
+                               help="profile to use (a profile in the URL, s3://NAME@bucket/..., wins)")
+        group.add_argument("--cache-root", metavar="PATH",
+                           help="where mirrors live (default: $POS3_CACHE_ROOT, else ~/.cache/pos3)")
+        group.add_argument("-v", "--verbose", action="count", default=0,
+                           help="log to stderr: -v info, -vv debug, -vvv debug of every library")
+        group.add_argument("-q", "--quiet", action="store_true",
+                           help="no progress, no summary and no warnings on stderr (errors still show; wins over -v)")
+        return common
+
+    common = common_options(profile=True)
+    cache_common = common_options(profile=False)  # the cache is local: no profile applies
 
     transfer = argparse.ArgumentParser(add_help=False)
     tgroup = transfer.add_argument_group("transfer options")
-    tgroup.add_argument("--local", metavar="PATH", help="local path (default: the cache path of URL)")
+    tgroup.add_argument("--local", metavar="PATH",
+                        help="local path, the same as the LOCAL argument (default: the cache path of URL)")
     tgroup.add_argument("--delete", action="store_true",
                         help="delete files absent from the source (off by default on the command line)")
     tgroup.add_argument("--exclude", metavar="PATTERN", action="append", default=[],
@@ -141,15 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print what would be done, one line per action with its reason; change nothing")
     tgroup.add_argument("--json", action="store_true", help="print the result (or the dry-run plan) as JSON")
     tgroup.add_argument("--progress", action="store_true",
-                        help="show progress on stderr even when it is not a terminal")
+                        help="show progress bars on stderr even when it is not a terminal (a one-line summary "
+                             "is always printed, except with -q)")
 
     ls = commands.add_parser(
         "ls", parents=[common], formatter_class=_Formatter, epilog=_LS_EPILOG,
         help="list an S3 prefix or a local folder",
-        description="List an S3 prefix (one full s3:// URL per line) or a local folder (one path per line).",
+        description="List an S3 prefix (one full s3:// URL per line), the buckets (s3://), or a local folder "
+                    "(one path per line).",
     )
-    ls.add_argument("prefix", metavar="PREFIX", help="s3://[profile@]bucket/prefix, or a local path")
-    ls.add_argument("-r", "--recursive", action="store_true", help="list everything below, not only one level")
+    ls.add_argument("prefix", metavar="PREFIX",
+                    help="s3://[profile@]bucket/prefix, s3:// for the buckets, or a local path")
+    ls.add_argument("-r", "--recursive", action="store_true",
+                    help="list every object (file) below, not only one level; folders are not listed")
     ls.add_argument("-l", "--long", action="store_true", help="add the last-modified time and the size in bytes")
     ls.add_argument("--json", action="store_true",
                     help="print a JSON array of {name, type, size, last_modified} objects")
@@ -167,7 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
             name, parents=[transfer, common], formatter_class=_Formatter, epilog=epilog, help=summary,
             description=description,
         )
-        sub.add_argument("url", metavar="URL", help="s3://[profile@]bucket/key")
+        if name == "upload":
+            sub.add_argument("local_arg", metavar="LOCAL", nargs="?", default=None,
+                             help="local folder or file to send (or --local)")
+            sub.add_argument("url", metavar="URL", help="s3://[profile@]bucket/key")
+        else:
+            sub.add_argument("url", metavar="URL", help="s3://[profile@]bucket/key")
+            sub.add_argument("local_arg", metavar="LOCAL", nargs="?", default=None,
+                             help="local destination (or --local; default: the cache path of URL)")
         sub.set_defaults(handler=handler, parser=sub)
         if name == "download":
             sub.add_argument("--shard", metavar="RANK/WORLD", type=_shard,
@@ -182,14 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     cache_ls = actions.add_parser(
-        "ls", parents=[common], formatter_class=_Formatter, help="list cached trees with size and last use",
+        "ls", parents=[cache_common], formatter_class=_Formatter, help="list cached trees with size and last use",
         description="List the downloaded trees of the cache, least recently used first, with size, last use "
                     "and whether an open mirror pins them.",
     )
     cache_ls.add_argument("--json", action="store_true", help="print a JSON array of trees")
     cache_ls.set_defaults(handler=_cache_ls, parser=cache_ls)
     prune = actions.add_parser(
-        "prune", parents=[common], formatter_class=_Formatter, help="evict least recently used trees",
+        "prune", parents=[cache_common], formatter_class=_Formatter, help="evict least recently used trees",
         description="Evict least recently used downloaded trees until the cache holds at most --max-bytes; "
                     "trees an open mirror uses (in any process) are never evicted.",
     )
@@ -238,8 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     try:
         if args.command in ("download", "upload", "sync"):
+            _check_paths(args)
             parse_s3_url(args.url)  # only an s3:// URL is accepted; the message says why
-        return int(anyio.run(args.handler, args, backend_options=backend_options()))
+        with cli_mode(force_bars=bool(getattr(args, "progress", False)), summary=not args.quiet):
+            return int(anyio.run(args.handler, args, backend_options=backend_options()))
     except BaseException as raised:
         exc = _unwrap(raised)
         if isinstance(exc, SystemExit):
@@ -269,6 +310,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Merge the positional LOCAL with --local, and refuse an empty path (an unset variable)."""
+    sub: argparse.ArgumentParser = args.parser
+    if args.local_arg is not None and args.local is not None and args.local_arg != args.local:
+        sub.error(f"the local path is given twice ({args.local_arg!r} and --local {args.local!r}); give one")
+    if args.local_arg is not None:
+        args.local = args.local_arg
+    if args.local is not None and not args.local.strip():
+        sub.error("the local path is empty (an unset shell variable?); give a folder, e.g. --local ./data")
+    if args.command == "upload" and args.local is not None and is_url_like(args.local) \
+            and not is_url_like(args.url):
+        sub.error(f"upload takes LOCAL then URL, source first as in 'aws s3 cp SRC DST': "
+                  f"pos3 upload {args.url} {args.local}")
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -277,18 +333,21 @@ async def _ls(args: argparse.Namespace) -> int:
         # The library lists a missing folder as [] (as pos3 0.4.0 did); a shell user wants to know.
         raise FileNotFoundError(f"{args.prefix}: no such file or folder")
     async with _open(args, progress=False) as m:
-        if args.json or args.long:
-            entries = await m.ls_entries(args.prefix, recursive=args.recursive, profile=args.profile)
-        else:
-            names = await m.ls(args.prefix, recursive=args.recursive, profile=args.profile)
+        entries = await m.ls_entries(args.prefix, recursive=args.recursive, profile=args.profile)
+    if args.recursive:  # every object below: folders are implied by the names, as in `aws s3 ls --recursive`
+        entries = [e for e in entries if not e.is_dir]
+    if not entries and is_url_like(args.prefix) and not bucket_listing(args.prefix)[0] \
+            and parse_s3_url(args.prefix).key:
+        # As a missing local folder does: nothing there is "not found", not an empty success.
+        raise NotFoundError(f"{args.prefix}: no objects under this prefix", url=args.prefix)
     if args.json:
         _print_json([_entry_json(e) for e in entries])
     elif args.long:
         for e in entries:
             print(_entry_line(e))
     else:
-        for name in names:
-            print(name)
+        for e in entries:
+            print(e.name)
     return EXIT_OK
 
 
@@ -322,7 +381,10 @@ async def _upload(args: argparse.Namespace) -> int:
         log.info("upload %s to %s", local, args.url)
         await m.upload(args.url, args.local, interval=None, delete=args.delete, exclude=args.exclude or None,
                        profile=args.profile, atomic=args.atomic)
-    _print_result(args, local, show=args.url)
+    shown = args.url
+    if args.url.endswith("/") and await anyio.Path(local).is_file():
+        shown = args.url + local.name  # where the file went, as `aws s3 cp` prints it
+    _print_result(args, local, show=shown)
     return EXIT_OK
 
 
@@ -357,7 +419,8 @@ def _cache_root(args: argparse.Namespace) -> Path:
 
 
 def _cache_json(e: CacheEntry) -> dict[str, Any]:
-    return {"path": str(e.path), "bytes": e.bytes, "last_used": _iso(e.last_used), "pinned": e.pinned}
+    return {"path": str(e.path), "bytes": e.bytes, "last_used": _iso(e.last_used), "pinned": e.pinned,
+            "inside": str(e.outer) if e.outer is not None else None}
 
 
 def _iso(stamp: float) -> str:
@@ -369,10 +432,15 @@ async def _cache_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([_cache_json(e) for e in trees])
         return EXIT_OK
+    if trees:
+        print(f"{'LAST USED (UTC)':19}  {'SIZE':>10}  {'PINNED':6}  PATH")
     for e in trees:
-        print(f"{_iso(e.last_used)}  {e.bytes:>14}  {'pinned' if e.pinned else '      '}  {e.path}")
+        inside = f"  (inside {e.outer})" if e.outer is not None else ""
+        print(f"{_short_time(_iso(e.last_used)):19}  {human_bytes(e.bytes):>10}  {'yes' if e.pinned else 'no':6}  "
+              f"{e.path}{inside}")
     if not args.quiet:
-        print(f"{len(trees)} trees, {sum(e.bytes for e in trees)} bytes", file=sys.stderr)
+        total = total_bytes(trees)
+        print(f"{len(trees)} trees, {human_bytes(total)} ({total} bytes) on disk", file=sys.stderr)
     return EXIT_OK
 
 
@@ -389,18 +457,11 @@ async def _cache_prune(args: argparse.Namespace) -> int:
     root = _cache_root(args)
     if args.dry_run:
         trees = await anyio.to_thread.run_sync(cache_entries, root)
-        total, doomed = sum(e.bytes for e in trees), []
-        for e in trees:
-            if total <= limit:
-                break
-            if not e.pinned:
-                doomed.append(e)
-                total -= e.bytes
-        for e in doomed:
-            print(f"(dryrun) evict: {e.path} ({e.bytes} bytes)")
+        for e in choose_evictions(trees, limit):
+            print(f"(dryrun) evict: {e.path} ({human_bytes(e.bytes)})")
         return EXIT_OK
     for e in await anyio.to_thread.run_sync(cache_prune, root, limit):
-        print(f"evicted: {e.path} ({e.bytes} bytes)")
+        print(f"evicted: {e.path} ({human_bytes(e.bytes)})")
     return EXIT_OK
 
 
@@ -432,8 +493,8 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 
 
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
-    if progress is None:
-        progress = not args.quiet and (args.progress or sys.stderr.isatty())
+    if progress is None:  # bars on a terminal or with --progress, a summary line unless -q: see cli_mode
+        progress = not args.quiet
     return amirror(cache_root=args.cache_root, show_progress=progress)
 
 
@@ -474,7 +535,7 @@ def _report_failures(exc: TransferError) -> None:
     noun = "object" if count == 1 else "objects"
     print(f"pos3: error: {exc.operation} failed for {count} {noun}:", file=sys.stderr)
     for failure in exc.failures:
-        print(f"  {failure.target}: {failure.error}", file=sys.stderr)
+        print(f"  {describe(failure)}", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -521,7 +582,7 @@ def _print_plan(args: argparse.Namespace, local: Path, plans: Sequence[tuple[str
         for s in steps:
             print(s.line)
     if not args.quiet:
-        print(f"(dryrun) {copies} to copy ({total} bytes), {deletes} to delete; nothing was changed",
+        print(f"(dryrun) {copies} to copy ({human_bytes(total)}), {deletes} to delete; nothing was changed",
               file=sys.stderr)
 
 

@@ -70,7 +70,10 @@ def main() -> None:
             summary = s3.get_object(Bucket="demo", Key="results/summary.txt")["Body"].read().decode()
             print(f"first run (cold cache): {first:.2f} s; second run (no changes): {second:.2f} s")
             print(f"s3://demo/results/summary.txt -> {summary.strip()}")
-            print(f"local mirror: {cache / '_' / 'demo' / 'dataset'}")
+            mirror = cache / "_" / "demo" / "dataset"
+            files = sorted(mirror.glob("*.csv"))
+            print(f"local mirror: {len(files)} files ({files[0].name} ... {files[-1].name}) in {mirror}")
+            print("  (the demo's cache is a temporary folder, removed as the demo ends)")
     finally:
         server.stop()
 

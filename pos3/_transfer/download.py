@@ -32,11 +32,18 @@ log = logging.getLogger("pos3")
 RECORD_BATCH = 512  # records written to the state store at once
 
 
-async def run_download(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str]) -> None:
-    """Carry out a download plan; failed objects are collected into one `TransferError`."""
+async def run_download(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str], *,
+                       counts: tuple[int, int] = (0, 0)) -> None:
+    """Carry out a download plan; failed objects are collected into one `TransferError`.
+
+    ``counts`` are the files found unchanged and those skipped, for the summary line.
+    """
     s3 = await res.pool.get(target.profile)
     root = target.local
     confine = root if not src.single else root.parent
+    if plan.copies or plan.clear or src.root_is_file:
+        # A read-only target fails here, once, naming the folder: not once per file after every GET.
+        await anyio.to_thread.run_sync(_local.check_writable, root)
     created = await anyio.to_thread.run_sync(_local.missing_top, root)  # folders this run makes
     staging = await anyio.to_thread.run_sync(_local.Staging.for_root, root, res.private)
     resumable = frozenset(staging.resume_path(c.key).name for c in plan.copies
@@ -86,7 +93,9 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
 
     # 3. Copies.
     total = sum(c.size for c in plan.copies)
-    with res.progress.bar(f"download {target.url}", total) as bar:
+    files = sum(1 for c in plan.copies if not c.is_dir)
+    with res.progress.bar(f"download {target.url}", total, files=files, unchanged=counts[0], skipped=counts[1]
+                          ) as bar:
 
         async def one(c: Copy) -> None:
             try:
@@ -97,6 +106,7 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
                 rec = await download_file(res, s3, target, c, local_path(c.rel), confine, staging, bar.update,
                                           listed)
                 pending.append((c.rel, rec))
+                bar.file_done()
                 if len(pending) >= RECORD_BATCH:
                     await flush()
             except Exception as exc:

@@ -92,7 +92,7 @@ def place(tmp: Path, final: Path, root: Path) -> LocalFile:
     _local.ensure_parent(root, final)
     if final.is_dir() and not final.is_symlink():
         raise IsADirectoryError(f"{final}: a folder stands where the file goes")
-    os.replace(tmp, final)
+    _local.replace_into(tmp, final)  # EXDEV (a bind mount): through a hidden staging folder beside it
     return _local.stat_file(final)
 
 

@@ -122,7 +122,7 @@ async def publish_folder(
             if key not in keys and key not in wanted:
                 wanted[key] = (rel, lf.size)
         total = sum(size for _, size in wanted.values())
-        with res.progress.bar(f"publish {url}", total) as bar:
+        with res.progress.bar(f"publish {url}", total, files=len(wanted), unchanged=len(files) - len(wanted)) as bar:
 
             async def send(c: Copy) -> None:
                 blob = c.key
@@ -133,6 +133,7 @@ async def publish_folder(
                         await s3.delete_many(bucket, [blob])
                         raise Unsettled(str(root / c.rel))
                     uploaded[blob] = rec.etag
+                    bar.file_done()
                 except Unsettled as exc:
                     failures.append(Failure(str(root / c.rel), RuntimeError(f"{exc}: changed while publishing")))
                 except Exception as exc:

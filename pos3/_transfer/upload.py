@@ -136,8 +136,12 @@ async def abort_stale_multipart(res: Resources, target: Target) -> None:
 # ---------------------------------------------------------------------------- one batch
 
 
-async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str]) -> None:
-    """Carry out an upload plan; failed objects are collected into one `TransferError`."""
+async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str], *,
+                     counts: tuple[int, int] = (0, 0)) -> None:
+    """Carry out an upload plan; failed objects are collected into one `TransferError`.
+
+    ``counts`` are the files found unchanged and those skipped, for the summary line.
+    """
     s3 = await res.pool.get(target.profile)
     store = await res.store()
     root = target.local
@@ -161,7 +165,9 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
                                     digests.get(rel, rec.xxh3), rec.last_modified, rec.checksum)))
 
     total = sum(c.size for c in plan.copies)
-    with res.progress.bar(f"upload {target.url}", total) as bar:
+    files = sum(1 for c in plan.copies if not c.is_dir)
+    with res.progress.bar(f"upload {target.url}", total, files=files, unchanged=counts[0], skipped=counts[1]
+                          ) as bar:
 
         async def one(c: Copy) -> None:
             url = target.url.child(c.key)
@@ -172,6 +178,7 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
                 rec = await upload_file(res, s3, bucket, c, local_path(c.rel), bar.update)
                 if rec is not None:
                     pending.append((c.rel, rec))
+                bar.file_done()
             except Unsettled:
                 log.info("%s is still being written; it will be uploaded by a later sync", local_path(c.rel))
             except Exception as exc:

@@ -93,11 +93,9 @@ def test_ls_one_url_per_line(server: CountingMotoServer, s3: Any, bucket: str, c
 
     res = run("ls", "-r", f"s3://{bucket}/data/", cache_root=cache_root)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == [
+    assert res.stdout.splitlines() == [  # objects only, as `aws s3 ls --recursive`
         f"s3://{bucket}/data/a.txt",
-        f"s3://{bucket}/data/sub",
         f"s3://{bucket}/data/sub/b.bin",
-        f"s3://{bucket}/data/sub/deep",
         f"s3://{bucket}/data/sub/deep/c",
     ]
 
@@ -110,22 +108,23 @@ def test_ls_long_and_json(server: CountingMotoServer, s3: Any, bucket: str, cach
     res = run("ls", "-r", "--long", f"s3://{bucket}/data", cache_root=cache_root)
     assert res.returncode == 0, res.stderr
     rows = [line.split() for line in res.stdout.splitlines()]
-    assert [r[-1] for r in rows] == [f"s3://{bucket}/data/a.txt", f"s3://{bucket}/data/sub",
-                                     f"s3://{bucket}/data/sub/b.bin"]
-    assert rows[0][-2] == "5" and rows[2][-2] == "3000"
-    assert rows[1] == ["DIR", f"s3://{bucket}/data/sub"]
+    assert [r[-1] for r in rows] == [f"s3://{bucket}/data/a.txt", f"s3://{bucket}/data/sub/b.bin"]
+    assert rows[0][-2] == "5" and rows[1][-2] == "3000"
     assert len(rows[0]) == 4  # date, time, size, URL
+    rows = [line.split() for line in run("ls", "--long", f"s3://{bucket}/data", cache_root=cache_root
+                                         ).stdout.splitlines()]
+    assert rows[1] == ["DIR", f"s3://{bucket}/data/sub"]
 
     res = run("ls", "-r", "--json", f"s3://{bucket}/data", cache_root=cache_root)
     assert res.returncode == 0, res.stderr
     entries = json.loads(res.stdout)
     assert [(e["name"], e["type"], e["size"]) for e in entries] == [
         (f"s3://{bucket}/data/a.txt", "file", 5),
-        (f"s3://{bucket}/data/sub", "dir", None),
         (f"s3://{bucket}/data/sub/b.bin", "file", 3000),
     ]
     assert entries[0]["last_modified"]  # an ISO 8601 time
-    assert entries[1]["last_modified"] is None
+    entries = json.loads(run("ls", "--json", f"s3://{bucket}/data", cache_root=cache_root).stdout)
+    assert entries[1]["type"] == "dir" and entries[1]["last_modified"] is None
 
 
 def test_ls_local_path(server: CountingMotoServer, tmp_path: Path, cache_root: Path) -> None:
@@ -139,7 +138,7 @@ def test_ls_local_path(server: CountingMotoServer, tmp_path: Path, cache_root: P
     res = run("ls", "-r", "--json", str(folder), cache_root=cache_root)
     entries = json.loads(res.stdout)
     assert [(e["name"], e["type"], e["size"]) for e in entries] == [
-        (str(folder / "a.txt"), "file", 5), (str(folder / "sub"), "dir", None), (str(folder / "sub" / "b"), "file", 1)
+        (str(folder / "a.txt"), "file", 5), (str(folder / "sub" / "b"), "file", 1)
     ]
     res = run("ls", str(tmp_path / "missing"), cache_root=cache_root)
     assert res.returncode == 1
@@ -155,7 +154,10 @@ def test_download_stdout_is_only_the_path(server: CountingMotoServer, s3: Any, b
     assert res.returncode == 0, res.stderr
     expected = cache_root / "_" / bucket / "data"
     assert res.stdout == f"{expected}\n"
-    assert res.stderr == ""  # not a terminal: no progress, and nothing else to say
+    # Not a terminal: no bar, only the one-line summary (files, bytes in binary units, time, rate).
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"download s3://{bucket}/data") and ": 2 files, 2.93 KiB in " in res.stderr
+    assert "KiB/s)" in res.stderr
     assert local_tree(Path(res.stdout.strip())) == {"a.txt": b"alpha", "sub/b.bin": b"x" * 3000}
 
     # --cache-root and --progress: the path moves, stdout stays clean, progress goes to stderr.
@@ -163,7 +165,7 @@ def test_download_stdout_is_only_the_path(server: CountingMotoServer, s3: Any, b
     res = run("download", f"s3://{bucket}/data", "--cache-root", str(other), "--progress", cache_root=cache_root)
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"{other / '_' / bucket / 'data'}\n"
-    assert res.stderr != ""
+    assert "100%" in res.stderr and "2/2 files" in res.stderr and "KiB" in res.stderr
     # -q silences progress even when forced.
     other2 = cache_root.parent / "other-root-2"
     res = run("download", f"s3://{bucket}/data", "--cache-root", str(other2), "--progress", "-q",
@@ -548,7 +550,15 @@ def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
     res = run("cache", "ls", "--json", cache_root=cache_root)
     assert res.returncode == 0, res.stderr
     trees = json.loads(res.stdout)
-    assert [(Path(t["path"]).name, t["bytes"], t["pinned"]) for t in trees] == [("a", 1000, False), ("b", 2000, False)]
+    assert [(Path(t["path"]).name, t["bytes"], t["pinned"], t["inside"]) for t in trees] == [
+        ("a", 1000, False, None), ("b", 2000, False, None)]
+    res = run("cache", "ls", cache_root=cache_root)
+    lines = res.stdout.splitlines()
+    assert lines[0].split() == ["LAST", "USED", "(UTC)", "SIZE", "PINNED", "PATH"]
+    assert "1000 B" in lines[1] and "1.95 KiB" in lines[2] and "no" in lines[1].split()
+    assert "2.93 KiB" in res.stderr
+    res = run("cache", "ls", "--profile", "x", cache_root=cache_root)
+    assert res.returncode == 2 and "--profile" in res.stderr  # the cache is local: no profile option
     res = run("cache", "prune", "--max-bytes", "2500", "--dry-run", cache_root=cache_root)
     assert res.returncode == 0 and "evict" in res.stdout and (cache_root / "_" / bucket / "a").exists()
     res = run("cache", "prune", "--max-bytes", "2500", cache_root=cache_root)
@@ -556,3 +566,76 @@ def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
     assert not (cache_root / "_" / bucket / "a").exists()
     assert (cache_root / "_" / bucket / "b" / "blob").exists()
     assert run("cache", "prune", "--max-bytes", "lots", cache_root=cache_root).returncode == 2
+
+
+# ---------------------------------------------------------------------- habits of aws s3 / rclone
+
+
+def test_positional_destination_source_first(s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
+    put(s3, bucket, {"ds/a.txt": b"alpha", "ds/sub/b.txt": b"bravo"})
+    dest = tmp_path / "dir"
+    res = run("download", f"s3://{bucket}/ds/", str(dest), cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{dest}\n"
+    assert local_tree(dest) == {"a.txt": b"alpha", "sub/b.txt": b"bravo"}
+
+    (dest / "c.txt").write_bytes(b"charlie")
+    res = run("upload", str(dest), f"s3://{bucket}/copy/", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert remote_tree(s3, bucket, "copy/") == {"copy/a.txt": b"alpha", "copy/sub/b.txt": b"bravo",
+                                                "copy/c.txt": b"charlie"}
+    res = run("sync", f"s3://{bucket}/copy/", str(tmp_path / "synced"), cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert local_tree(tmp_path / "synced") == {"a.txt": b"alpha", "sub/b.txt": b"bravo", "c.txt": b"charlie"}
+
+    res = run("upload", str(dest / "c.txt"), f"s3://{bucket}/files/", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"s3://{bucket}/files/c.txt\n"
+    assert remote_tree(s3, bucket, "files/") == {"files/c.txt": b"charlie"}
+
+    # The wrong order for upload, or two different local paths, are usage errors that change nothing.
+    before = bucket_snapshot(s3, bucket)
+    res = run("upload", f"s3://{bucket}/copy/", str(dest), cache_root=cache_root)
+    assert res.returncode == 2 and "LOCAL then URL" in res.stderr
+    res = run("download", f"s3://{bucket}/ds/", str(dest), "--local", str(tmp_path / "other"), cache_root=cache_root)
+    assert res.returncode == 2 and "twice" in res.stderr
+    assert bucket_snapshot(s3, bucket) == before and not (tmp_path / "other").exists()
+
+
+def test_an_empty_local_path_is_a_usage_error(s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
+    # An unset shell variable: `pos3 download URL --local "$DIR" --delete` must never mean "here".
+    put(s3, bucket, {"ds/a.txt": b"alpha"})
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "precious.txt").write_bytes(b"mine")
+    full_env = dict(os.environ, POS3_CACHE_ROOT=str(cache_root))
+    for args in (["download", f"s3://{bucket}/ds", "--local", "", "--delete"],
+                 ["download", f"s3://{bucket}/ds", "", "--delete"],
+                 ["sync", f"s3://{bucket}/ds", "--local", "", "--delete"],
+                 ["upload", "", f"s3://{bucket}/ds", "--delete"]):
+        res = subprocess.run([sys.executable, "-m", "pos3", *args], capture_output=True, text=True, env=full_env,
+                             timeout=60, check=False, cwd=here)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "empty" in res.stderr and res.stdout == ""
+    assert local_tree(here) == {"precious.txt": b"mine"}
+    assert remote_tree(s3, bucket) == {"ds/a.txt": b"alpha"}
+
+
+def test_ls_exit_codes_are_consistent(s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
+    put(s3, bucket, {"ds/a.txt": b"alpha"})
+    res = run("ls", f"s3://{bucket}/nothing-here/", cache_root=cache_root)
+    assert res.returncode == 1 and f"s3://{bucket}/nothing-here/: no objects" in res.stderr
+    res = run("ls", str(tmp_path / "no-such-folder"), cache_root=cache_root)
+    assert res.returncode == 1 and "no such file or folder" in res.stderr
+    s3.create_bucket(Bucket=f"{bucket}-empty")
+    res = run("ls", f"s3://{bucket}-empty", cache_root=cache_root)
+    assert res.returncode == 0 and res.stdout == ""  # an empty bucket is listed as empty
+
+
+def test_ls_s3_lists_the_buckets(s3: Any, bucket: str, cache_root: Path) -> None:
+    s3.create_bucket(Bucket=f"{bucket}-2")
+    res = run("ls", "s3://", cache_root=cache_root)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"s3://{bucket}", f"s3://{bucket}-2"]
+    res = run("ls", "--json", "s3://", cache_root=cache_root)
+    assert [e["name"] for e in json.loads(res.stdout)] == [f"s3://{bucket}", f"s3://{bucket}-2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
 import warnings
 from pathlib import Path
@@ -131,9 +132,16 @@ def test_ctrl_c_during_a_transfer_cleans_up_and_joins(s3: Any, bucket: str, cach
         _thread.interrupt_main()
 
     watcher = threading.Thread(target=interrupt_when_bytes_flow)
-    with pytest.raises(KeyboardInterrupt), pos3.mirror(cache_root=cache_root, show_progress=False, max_workers=2):
-        watcher.start()
-        pos3.download(f"s3://{bucket}/big")
+    # interrupt_main() does nothing while SIGINT is ignored, as it is when the runner was started
+    # as a background job (`pytest &`, nohup, some CI shells): give this test Python's own handler.
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), pos3.mirror(cache_root=cache_root, show_progress=False,
+                                                           max_workers=2):
+            watcher.start()
+            pos3.download(f"s3://{bucket}/big")
+    finally:
+        signal.signal(signal.SIGINT, saved)
     watcher.join(timeout=30)
     assert not list(staging.rglob("*.part"))
     target = cache_root / "_" / bucket / "big"

@@ -9,6 +9,7 @@ import pos3
 PUBLIC = [
     "AccessDeniedError",
     "AsyncMirror",
+    "AsyncioRequiredError",
     "EndpointError",
     "Failure",
     "IntegrityError",

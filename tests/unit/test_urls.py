@@ -164,3 +164,15 @@ def test_overlap_ignores_empty_segments(left: list[str], right: list[str]) -> No
     a, b = [p for p in left if p], [p for p in right if p]
     n = min(len(a), len(b))
     assert overlaps("/".join(left), "/".join(right)) == (a[:n] == b[:n])
+
+
+def test_bucket_listing_urls() -> None:
+    from pos3._urls import bucket_listing
+
+    assert bucket_listing("s3://") == (True, None)
+    assert bucket_listing("s3:///") == (True, None)
+    assert bucket_listing("s3://lab@") == (True, "lab")
+    assert bucket_listing("s3://lab@/") == (True, "lab")
+    assert bucket_listing("s3://bucket") == (False, None)
+    assert bucket_listing("s3://lab@bucket/x") == (False, None)
+    assert bucket_listing("./s3:") == (False, None)
