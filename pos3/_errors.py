@@ -25,6 +25,7 @@ tree above. Messages name the URL or path and the cause, never a credential.
 from __future__ import annotations
 
 import errno
+import ssl
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "S3Error",
     "TransferError",
     "UnsafeKeyError",
+    "certificate_failure",
     "translate",
 ]
 
@@ -165,6 +167,39 @@ class _MissingTransferError(TransferError, FileNotFoundError):
     """Every object of the batch was missing: a `TransferError` and a `FileNotFoundError`."""
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it wraps (cause, context, and botocore's / aiohttp's own links)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        linked = [e.__cause__, e.__context__, getattr(e, "kwargs", {}).get("error"),
+                  getattr(e, "certificate_error", None), getattr(e, "os_error", None)]
+        todo += [x for x in linked if isinstance(x, BaseException)]
+    return seen
+
+
+def certificate_failure(exc: BaseException) -> str | None:
+    """Why the endpoint's TLS certificate was refused, when that is what ``exc`` is about; else ``None``.
+
+    Such a failure is a setting to fix, not a network fault: it is never retried.
+    """
+    for e in _chain(exc):
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return str(e.verify_message or e.reason or e)
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("CERTIFICATE_VERIFY_FAILED]", 1)[-1].strip(" ()") or "CERTIFICATE_VERIFY_FAILED"
+    return None
+
+
+_TLS_HINT = ("if the server's certificate comes from a private CA, give that CA's certificate as ca_bundle "
+             "(Profile, register_profile(), profiles.toml), --ca-bundle (command line) or AWS_CA_BUNDLE; "
+             "verify=False or --no-verify-ssl turns the check off")
+
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken"}
@@ -177,6 +212,9 @@ def translate(exc: BaseException, url: str) -> BaseException:
     """
     if isinstance(exc, Pos3Error):
         return exc
+    why = certificate_failure(exc)
+    if why is not None:
+        return EndpointError(f"{url}: the endpoint's TLS certificate was refused ({why}); {_TLS_HINT}", url=url)
     # Imported lazily: this module stays free of aiobotocore at import time.
     from botocore.exceptions import (
         BotoCoreError,

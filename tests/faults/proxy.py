@@ -1,6 +1,7 @@
 """A small HTTP-aware fault-injection proxy for the fault tests.
 
-It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
+It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the S3 server under test: plain, or
+TLS with ``upstream_ca``; it can also serve TLS itself with ``server_ssl``) and, for each
 request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
 request reaches the server, or after the server answered: ``drop``), answer a
 synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import random
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -214,9 +216,13 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class FaultProxy:
     """The proxy: ``start()``, point clients at ``url``, ``stop()``."""
 
-    def __init__(self, upstream: str, scenario: Scenario | None = None) -> None:
+    def __init__(self, upstream: str, scenario: Scenario | None = None, *, upstream_ca: str | None = None,
+                 server_ssl: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(upstream)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        tls = parts.scheme == "https"
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80))
+        self._upstream_ssl = ssl.create_default_context(cafile=upstream_ca) if tls else None
+        self._server_ssl = server_ssl
         self.scenario = scenario or Scenario()
         self.log: list[Entry] = []
         self.gate = threading.Event()
@@ -235,7 +241,7 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._server_ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
@@ -276,7 +282,7 @@ class FaultProxy:
 
     async def _main(self) -> None:
         self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD)
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD, ssl=self._server_ssl)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
@@ -342,7 +348,8 @@ class FaultProxy:
                     body = bytes(damaged)
                 if upstream is None:
                     upstream = await asyncio.wait_for(
-                        asyncio.open_connection(*self.upstream, limit=MAX_HEAD), IDLE_TIMEOUT)
+                        asyncio.open_connection(*self.upstream, limit=MAX_HEAD, ssl=self._upstream_ssl),
+                        IDLE_TIMEOUT)
                 up_reader, up_writer = upstream
                 up_writer.write(raw + body)
                 await up_writer.drain()
