@@ -1,4 +1,4 @@
-"""The one entry point: ``nox -s tests | lint | typecheck | demo | bench | docs``."""
+"""The one entry point: ``nox -s tests | lint | typecheck | demo | bench | docs | interop``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ def tests(session: nox.Session) -> None:
     """Unit, integration, fault and docs-example tests against a real moto server."""
     session.install("-e", ".[test]")
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """The integration and fault suites against Ceph RGW 18.2 on 127.0.0.1, over HTTP and HTTPS.
+
+    Root on Debian only: builds (once; cached in /var/cache/pos3-interop) a trixie chroot with
+    Debian's radosgw, starts a one-node cluster, runs the suites, stops every daemon it started.
+    Arguments after ``--`` go to pytest. See tests/interop/__main__.py.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.interop", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session

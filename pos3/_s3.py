@@ -356,7 +356,7 @@ class ClientPool:
             kwargs: dict[str, Any] = {"config": self._config(profile)}
             verify, source = tls_verify(profile, os.environ)
             if self._options.verify is not None:
-                verify, source = self._options.verify, "the verify option"
+                verify, source = self._options.verify, "--ca-bundle"
             if isinstance(verify, str):
                 if not os.path.isfile(verify):
                     raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")

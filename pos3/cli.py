@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import logging
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log to stderr: -v info, -vv debug, -vvv debug of every library")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="no progress, no summary and no warnings on stderr (errors still show; wins over -v)")
+    tls = group.add_mutually_exclusive_group()
+    tls.add_argument("--ca-bundle", metavar="PATH",
+                     help="PEM file of the CA(s) to trust for HTTPS endpoints, e.g. a private CA; wins over "
+                          "$AWS_CA_BUNDLE and every profile's ca_bundle")
+    tls.add_argument("--no-verify-ssl", action="store_true",
+                     help="do not check TLS certificates (only for a test server on a trusted network)")
 
     transfer = argparse.ArgumentParser(add_help=False)
     tgroup = transfer.add_argument_group("transfer options")
@@ -434,7 +441,12 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
     if progress is None:
         progress = not args.quiet and (args.progress or sys.stderr.isatty())
-    return amirror(cache_root=args.cache_root, show_progress=progress)
+    m = amirror(cache_root=args.cache_root, show_progress=progress)
+    verify = False if getattr(args, "no_verify_ssl", False) else getattr(args, "ca_bundle", None)
+    if verify is not None:
+        # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.
+        m._options = dataclasses.replace(m._options, clients=dataclasses.replace(m._options.clients, verify=verify))
+    return m
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -9,9 +9,9 @@ suites against Ceph RGW this way), selected by environment variables:
 ``POS3_TEST_ENDPOINT``
     The endpoint URL (``http://`` or ``https://``). Unset: moto.
 ``POS3_TEST_ACCESS_KEY`` / ``POS3_TEST_SECRET_KEY``
-    The keys of a user the suite may use. Every bucket the user has when the session starts is
-    left alone; every bucket created during the session is emptied and deleted before each test.
-    Use a user of its own: buckets someone else creates meanwhile are deleted too.
+    The keys of a user the suite may use (preferably one of its own). Buckets the tests create
+    (through the ``s3`` client) are emptied and deleted before the next test; no other bucket
+    is touched.
 ``POS3_TEST_REGION``
     Region name (default ``us-east-1``).
 ``POS3_TEST_ADDRESSING``
@@ -21,7 +21,9 @@ suites against Ceph RGW this way), selected by environment variables:
     ``AWS_CA_BUNDLE``.
 ``POS3_TEST_REQUEST_LOG``
     ``rgw:PATH``: the gateway's log file with one ``beast:`` line per request (Ceph RGW with
-    ``debug rgw = 1``). Tests that count requests at the server skip without it.
+    ``debug rgw = 1``). Tests that count requests at the server skip without it. Only requests
+    about the buckets the current test created are counted, so pytest-xdist workers sharing
+    the server do not count each other's.
 
 Tests that depend on behaviour a server may lack (stored checksums, say) ask `require`, which
 probes the server once and skips with the reason when it lacks the capability.
@@ -46,6 +48,7 @@ from typing import Any
 
 import anyio
 import boto3
+import botocore.exceptions
 import pytest
 from botocore.config import Config
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -101,12 +104,13 @@ class RgwRequestLog(RequestLog):
     _LINE = re.compile(r' beast: \S+: \S+ - \S+ \[[^\]]*\] "(\S+) (\S+) HTTP/[0-9.]+"')
     _MARKER = "/pos3-log-marker-"
 
-    def __init__(self, path: str, endpoint: str, ca_bundle: str | None) -> None:
+    def __init__(self, path: str, endpoint: str, ca_bundle: str | None, buckets: set[str]) -> None:
         super().__init__()
         self.path = path
         self.endpoint = endpoint
         self._context = ssl.create_default_context(cafile=ca_bundle) if endpoint.startswith("https") else None
         self._offset = 0
+        self._buckets = buckets  # the current test's buckets: only requests about them count
 
     def _sync(self) -> bytes:
         """Everything logged since the last `clear`, once a marker sent now is in the log."""
@@ -138,7 +142,7 @@ class RgwRequestLog(RequestLog):
             if m is None:
                 continue
             path, _, query = m[2].partition("?")
-            if not path.startswith(self._MARKER):
+            if path.split("/", 2)[1] in self._buckets:
                 out.append((m[1], urllib.parse.unquote(path), query))
         return out
 
@@ -250,9 +254,10 @@ class ExternalServer:
             self._keys = (env["POS3_TEST_ACCESS_KEY"], env["POS3_TEST_SECRET_KEY"])
         except KeyError as exc:
             raise pytest.UsageError(f"POS3_TEST_ENDPOINT is set, {exc.args[0]} is not") from None
+        self._created: set[str] = set()  # buckets created (through `client`) since the last reset
         spec = env.get("POS3_TEST_REQUEST_LOG") or ""
         if spec.startswith("rgw:"):
-            self.log: RequestLog = RgwRequestLog(spec[4:], self.endpoint, self.ca_bundle)
+            self.log: RequestLog = RgwRequestLog(spec[4:], self.endpoint, self.ca_bundle, self._created)
         elif spec:
             raise pytest.UsageError(f"POS3_TEST_REQUEST_LOG={spec!r}: only 'rgw:PATH' is known")
         else:
@@ -261,7 +266,6 @@ class ExternalServer:
         self.config_file = config_dir / "aws-config"
         self.config_file.write_text(f"[default]\ns3 =\n    addressing_style = {self.addressing}\n")
         self._capabilities: dict[str, bool] = {}
-        self._preexisting = {b["Name"] for b in self.client().list_buckets().get("Buckets", ())}
 
     @property
     def environ(self) -> dict[str, str]:
@@ -272,9 +276,16 @@ class ExternalServer:
         return out
 
     def client(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
-                            aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
-                            verify=self.ca_bundle, config=Config(s3={"addressing_style": self.addressing}))
+        """A boto3 client; the buckets it creates are recorded, for `reset` and the request log."""
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                              aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
+                              verify=self.ca_bundle, config=Config(s3={"addressing_style": self.addressing}))
+
+        def record(params: dict[str, Any], **_: Any) -> None:
+            self._created.add(params["Bucket"])
+
+        client.meta.events.register("before-call.s3.CreateBucket", record)
+        return client
 
     def start(self) -> None:
         pass
@@ -283,12 +294,13 @@ class ExternalServer:
         self.reset()
 
     def reset(self) -> None:
-        """Delete every bucket created since the session started (objects, uploads, versions first)."""
+        """Delete every bucket the tests created (objects, uploads and versions first)."""
         s3 = self.client()
-        for bucket in s3.list_buckets().get("Buckets", ()):
-            name = bucket["Name"]
-            if name in self._preexisting:
-                continue
+        for name in sorted(self._created):
+            try:
+                s3.head_bucket(Bucket=name)
+            except botocore.exceptions.ClientError:
+                continue  # never created (the request failed), or deleted by the test
             for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", ()):
                 s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
             for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
@@ -297,6 +309,7 @@ class ExternalServer:
                 if doomed:
                     s3.delete_objects(Bucket=name, Delete={"Objects": doomed, "Quiet": True})
             s3.delete_bucket(Bucket=name)
+        self._created.clear()
         self.log.mark()
 
     def supports(self, capability: str) -> bool:
@@ -315,6 +328,7 @@ class ExternalServer:
         finally:
             s3.delete_object(Bucket=name, Key="probe")
             s3.delete_bucket(Bucket=name)
+            self._created.discard(name)
 
 
 def require(server: Any, capability: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
 import ssl
 import struct
@@ -87,6 +88,8 @@ class Rule:
         path: Only paths containing this text (an object key, a bucket).
         query: Only queries containing this text (``uploadId``, ``list-type``, ``delete``...).
         ranged: Only requests with (``True``) or without (``False``) a Range header.
+        header: Only requests with a header line (``name: value``, the name in lower case) in
+            which this regular expression is found, e.g. ``"^x-amz-checksum-"``.
         times: How many times the rule fires in all (``None``: every time).
         per_path: With ``times``, count per path instead of in total.
         probability: Chance that a matching request fires the rule (drawn from the scenario seed).
@@ -97,6 +100,7 @@ class Rule:
     path: str | None = None
     query: str | None = None
     ranged: bool | None = None
+    header: str | None = None
     times: int | None = None
     per_path: bool = False
     probability: float = 1.0
@@ -108,6 +112,8 @@ class Rule:
         if self.path is not None and self.path not in req.path:
             return False
         if self.query is not None and self.query not in req.query:
+            return False
+        if self.header is not None and not any(re.search(self.header, f"{k}: {v}") for k, v in req.headers.items()):
             return False
         return self.ranged is None or ("range" in req.headers) == self.ranged
 
@@ -236,6 +242,7 @@ class FaultProxy:
         self.port = 0
         self.errors: list[BaseException] = []
         self.body_bytes = 0  # response body bytes relayed to clients
+        self.connections = 0  # TCP connections accepted (with ``server_ssl``: before the TLS handshake)
 
     # ------------------------------------------------------------------ control
 
@@ -282,7 +289,7 @@ class FaultProxy:
 
     async def _main(self) -> None:
         self._stopped = asyncio.Event()
-        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD, ssl=self._server_ssl)
+        server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         try:
@@ -297,6 +304,7 @@ class FaultProxy:
                 await asyncio.wait_for(server.wait_closed(), 5)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -304,6 +312,8 @@ class FaultProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
+            if self._server_ssl is not None:
+                await asyncio.wait_for(writer.start_tls(self._server_ssl), IDLE_TIMEOUT)
             while True:
                 raw = await _read_head(reader)
                 if raw is None:
