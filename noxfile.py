@@ -28,7 +28,7 @@ def interop(session: nox.Session) -> None:
     Debian's radosgw, starts a one-node cluster, runs the suites, stops every daemon it started.
     Arguments after ``--`` go to pytest. See tests/interop/__main__.py.
     """
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "pytest-xdist>=3.5")
     session.run("python", "-m", "tests.interop", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 

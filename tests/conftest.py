@@ -284,7 +284,7 @@ class ExternalServer:
         def record(params: dict[str, Any], **_: Any) -> None:
             self._created.add(params["Bucket"])
 
-        client.meta.events.register("before-call.s3.CreateBucket", record)
+        client.meta.events.register("before-parameter-build.s3.CreateBucket", record)
         return client
 
     def start(self) -> None:

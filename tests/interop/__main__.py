@@ -44,6 +44,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         default=Path(os.environ.get("POS3_INTEROP_CACHE") or "/var/cache/pos3-interop"))
     parser.add_argument("--mirror", default=os.environ.get("POS3_INTEROP_MIRROR") or MIRROR)
     parser.add_argument("--schemes", default="http,https")
+    parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: none)")
     args = parser.parse_args(argv)
     schemes = [s for s in args.schemes.split(",") if s]
     if not schemes or set(schemes) - {"http", "https"}:
@@ -67,7 +68,8 @@ def _lock(cache: Path) -> int:
             time.sleep(2)
 
 
-def _pytest(cluster: Cluster, scheme: str, extra: list[str], report: Path) -> tuple[int, dict[str, int]]:
+def _pytest(cluster: Cluster, scheme: str, workers: int, extra: list[str], report: Path
+            ) -> tuple[int, dict[str, int]]:
     endpoint = cluster.https_url if scheme == "https" else cluster.http_url
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POS3_TEST_"))}
     env.update(
@@ -81,8 +83,8 @@ def _pytest(cluster: Cluster, scheme: str, extra: list[str], report: Path) -> tu
     )
     if scheme == "https":
         env["POS3_TEST_CA_BUNDLE"] = str(cluster.ca_bundle)
-    cmd = [sys.executable, "-m", "pytest", *SUITES, "-p", "no:cacheprovider", "-q", "-rs",
-           f"--junitxml={report}", *extra]
+    cmd = [sys.executable, "-m", "pytest", *SUITES, "-p", "no:cacheprovider", "-q", "-rfEs", "--durations=15",
+           f"--junitxml={report}", *(["-n", str(workers)] if workers else []), *extra]
     log(f"{scheme}: {' '.join(cmd[1:])} against {endpoint}")
     started = time.monotonic()
     try:
@@ -133,7 +135,8 @@ def main(argv: list[str]) -> int:
                 try:
                     cluster.start()
                     for scheme in args.schemes:
-                        results[scheme] = _pytest(cluster, scheme, extra, cluster.data / f"junit-{scheme}.xml")
+                        results[scheme] = _pytest(cluster, scheme, args.workers, extra,
+                                                  cluster.data / f"junit-{scheme}.xml")
                 finally:
                     cluster.stop()
         finally:
