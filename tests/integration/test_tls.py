@@ -107,7 +107,8 @@ async def test_refused_certificate_fails_at_once_and_names_the_settings(
         pytest.skip("counts connections at the TLS front")
     put(s3, bucket, {"k.txt": b"x"})
     profile = pos3.Profile("tls", https.url, region=server.region, **own_keys(server))  # trusts only public CAs
-    async with open_mirror(max_attempts=10) as m:
+    # A connect timeout is retried, rightly; on a loaded machine a handshake may take a while.
+    async with open_mirror(max_attempts=10, connect_timeout=120) as m:
         with pytest.raises(pos3.EndpointError) as info:
             await m.ls(f"s3://{bucket}/", profile=profile)  # one request
         assert https.front.connections == 1  # no retries: ten attempts would be ten connections
