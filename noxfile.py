@@ -1,4 +1,4 @@
-"""The one entry point: ``nox -s tests | lint | typecheck | demo | bench | docs``."""
+"""The one entry point: ``nox -s tests | lint | typecheck | demo | bench | docs | interop``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     # One moto server per xdist worker: request counts stay per test (tests in a worker run in turn).
     session.run("pytest", *(session.posargs or ["-q", "-n", "auto"]))
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """The integration and fault suites against Ceph RGW 18.2 on 127.0.0.1, over HTTP and HTTPS.
+
+    Root on Debian only: builds (once; cached in /var/cache/pos3-interop) a trixie chroot with
+    Debian's radosgw, starts a one-node cluster, runs the suites, stops every daemon it started.
+    Arguments after ``--`` go to pytest. See tests/interop/__main__.py.
+    """
+    session.install("-e", ".[test]", "pytest-xdist>=3.5")
+    session.run("python", "-m", "tests.interop", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
 @nox.session

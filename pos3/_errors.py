@@ -29,6 +29,9 @@ in tracebacks, never by a private module or class name.
 from __future__ import annotations
 
 import errno
+import re
+import ssl
+import urllib.parse
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -48,6 +51,7 @@ __all__ = [
     "S3Error",
     "TransferError",
     "UnsafeKeyError",
+    "certificate_failure",
     "describe",
     "translate",
 ]
@@ -199,6 +203,66 @@ for _cls in (_DeniedTransferError, _MissingTransferError):
 del _cls
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it wraps (cause, context, and botocore's / aiohttp's own links)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 20:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        linked = [e.__cause__, e.__context__, getattr(e, "kwargs", {}).get("error"),
+                  getattr(e, "certificate_error", None), getattr(e, "os_error", None)]
+        todo += [x for x in linked if isinstance(x, BaseException)]
+    return seen
+
+
+def certificate_failure(exc: BaseException) -> str | None:
+    """Why the endpoint's TLS certificate was refused, when that is what ``exc`` is about; else ``None``.
+
+    Such a failure is a setting to fix, not a network fault: it is never retried.
+    """
+    for e in _chain(exc):
+        # aiohttp's ClientConnectorCertificateError is one too, without ssl's attributes.
+        if isinstance(e, ssl.SSLCertVerificationError) and getattr(e, "verify_message", None):
+            return str(e.verify_message)
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("CERTIFICATE_VERIFY_FAILED]", 1)[-1].strip(" ()") or "CERTIFICATE_VERIFY_FAILED"
+    return None
+
+
+def _endpoint_of(exc: BaseException) -> str:
+    """``https://host:port`` of the request that failed, when the exception says; else ``""``."""
+    for e in _chain(exc):
+        url = getattr(e, "kwargs", {}).get("endpoint_url")
+        if isinstance(url, str) and url:
+            parts = urllib.parse.urlsplit(url)
+            return f"{parts.scheme}://{parts.netloc}"
+    return ""
+
+
+# Servers without the newer flexible checksums answer a request that carries them (x-amz-checksum-*,
+# x-amz-sdk-checksum-algorithm, an aws-chunked body with a trailer) with one of these codes.
+_CHECKSUM_CODES = {"InvalidArgument", "NotImplemented", "InvalidRequest", "XAmzContentSHA256Mismatch"}
+_CHECKSUM_WORDS = re.compile(r"checksum|chunked|trailer|content-encoding|x-amz-|streaming|not implemented", re.I)
+_CHECKSUM_OPERATIONS = {"PutObject", "UploadPart", "CreateMultipartUpload", "CompleteMultipartUpload"}
+_CHECKSUM_HINT = ("if the server does not support the newer checksum headers or aws-chunked uploads, set "
+                  'request_checksum="when_required" on its Profile (or in profiles.toml); for the default '
+                  "credential chain, AWS_REQUEST_CHECKSUM_CALCULATION=when_required and "
+                  "AWS_RESPONSE_CHECKSUM_VALIDATION=when_required")
+
+
+def checksum_rejection(code: str, message: str, operation: str) -> bool:
+    """Whether an error answer looks like a server refusing the newer checksum headers or bodies."""
+    return code in _CHECKSUM_CODES and (operation in _CHECKSUM_OPERATIONS or bool(_CHECKSUM_WORDS.search(message)))
+
+
+_TLS_HINT = ("if the server's certificate comes from a private CA, give that CA's certificate as ca_bundle "
+             "(Profile, register_profile(), profiles.toml), --ca-bundle (command line) or AWS_CA_BUNDLE; "
+             "verify=False or --no-verify-ssl turns the check off")
+
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken"}
@@ -218,6 +282,11 @@ def translate(exc: BaseException, url: str) -> BaseException:
 
 
 def _translate(exc: BaseException, url: str) -> BaseException:
+    why = certificate_failure(exc)
+    if why is not None:
+        where = _endpoint_of(exc)
+        subject = f"the TLS certificate of {where}" if where else "the endpoint's TLS certificate"
+        return EndpointError(f"{url}: {subject} was refused ({why}); {_TLS_HINT}", url=url)
     # Imported lazily: this module stays free of aiobotocore at import time.
     from botocore.exceptions import (
         BotoCoreError,
@@ -242,6 +311,8 @@ def _translate(exc: BaseException, url: str) -> BaseException:
                 f"{url}: access denied ({code}); check the credentials or the profile", url=url, code=code
             )
         detail = f"{code}: {message}" if message else code
+        if checksum_rejection(code, message, str(getattr(exc, "operation_name", ""))):
+            return S3Error(f"{url}: request refused ({detail}); {_CHECKSUM_HINT}", url=url, code=code)
         return S3Error(f"{url}: request failed ({detail})", url=url, code=code)
     if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
         return EndpointError(f"{url}: cannot reach the endpoint ({exc})", url=url)

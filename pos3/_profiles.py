@@ -22,6 +22,7 @@ import re
 import threading
 import tomllib
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "register_profile",
     "reset_registry",
     "resolve_profile",
+    "tls_verify",
 ]
 
 DEFAULT_LOCAL_NAME = "_"
@@ -85,6 +87,12 @@ class Profile:
         request_checksum: ``"when_supported"`` (botocore's default: CRC checksums on every
             upload, validated on download) or ``"when_required"`` for servers that reject the
             newer checksum headers (only operations that require a checksum send one).
+        ca_bundle: A PEM file with the certificate(s) to trust for this HTTPS endpoint, e.g. the
+            private CA of an on-premises server. Unset: ``$AWS_CA_BUNDLE`` when set, else the
+            usual public CAs. Not read until the first request.
+        verify: Check the endpoint's TLS certificate (the default). ``False`` turns the check
+            off, for a test server on a trusted network only; it cannot be combined with
+            ``ca_bundle``.
 
     A profile without ``access_key`` and without ``public=True`` talks to its own endpoint
     with the credentials of botocore's default chain.
@@ -99,6 +107,8 @@ class Profile:
     session_token: str | None = field(default=None, repr=False)
     addressing_style: str = "path"
     request_checksum: str = "when_supported"
+    ca_bundle: str | None = None
+    verify: bool = True
 
     def __post_init__(self) -> None:
         name = self.local_name
@@ -127,16 +137,52 @@ class Profile:
             raise ProfileError(f"Profile {name!r}: addressing_style must be one of {', '.join(_ADDRESSING)}")
         if self.request_checksum not in _CHECKSUMS:
             raise ProfileError(f"Profile {name!r}: request_checksum must be one of {', '.join(_CHECKSUMS)}")
+        if isinstance(self.ca_bundle, os.PathLike):
+            object.__setattr__(self, "ca_bundle", os.fspath(self.ca_bundle))
+        if self.ca_bundle is not None and (not isinstance(self.ca_bundle, str) or not self.ca_bundle):
+            raise ProfileError(f"Profile {name!r}: ca_bundle must be the path of a PEM file")
+        if not isinstance(self.verify, bool):
+            raise ProfileError(f"Profile {name!r}: verify must be True or False")
+        if not self.verify and self.ca_bundle is not None:
+            raise ProfileError(f"Profile {name!r}: ca_bundle has no effect with verify=False; set one of them")
 
     def __repr__(self) -> str:
         creds = "public" if self.public else "own credentials" if self.has_credentials else "default chain"
         extra = "" if self.region is None else f", region={self.region!r}"
+        if self.ca_bundle is not None:
+            extra += f", ca_bundle={self.ca_bundle!r}"
+        if not self.verify:
+            extra += ", verify=False"
         return f"Profile({self.local_name!r}, {self.endpoint!r}, {creds}{extra})"
 
     @property
     def has_credentials(self) -> bool:
         """Whether the profile carries its own credentials."""
         return self.access_key is not None
+
+    @property
+    def isolated(self) -> bool:
+        """Whether the profile reads nothing of the ambient AWS configuration (own keys, or public)."""
+        return self.has_credentials or self.public
+
+
+def tls_verify(profile: Profile | None, environ: Mapping[str, str]) -> tuple[bool | str | None, str]:
+    """How a client for ``profile`` checks TLS certificates, and where that setting comes from.
+
+    Returns ``(verify, source)``: ``verify`` is botocore's ``verify`` argument (``None``: leave it
+    to botocore's own configuration, which reads ``$AWS_CA_BUNDLE`` and ``~/.aws/config``;
+    ``False``: no check; a path: trust that CA bundle) and ``source`` names the setting, for
+    error messages. An isolated profile reads no AWS configuration, but ``$AWS_CA_BUNDLE`` names
+    no secret, so it applies to every profile that sets no ``ca_bundle`` of its own.
+    """
+    if profile is not None:
+        if not profile.verify:
+            return False, f"Profile {profile.local_name!r}: verify=False"
+        if profile.ca_bundle is not None:
+            return profile.ca_bundle, f"Profile {profile.local_name!r}: ca_bundle"
+        if profile.isolated and environ.get("AWS_CA_BUNDLE"):
+            return environ["AWS_CA_BUNDLE"], "AWS_CA_BUNDLE"
+    return None, "the default AWS configuration"
 
 
 _lock = threading.RLock()
@@ -165,6 +211,8 @@ def register_profile(
     session_token: str | None = None,
     addressing_style: str = "path",
     request_checksum: str = "when_supported",
+    ca_bundle: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> None:
     """Register a named profile for this process.
 
@@ -183,6 +231,8 @@ def register_profile(
         session_token: Session token for temporary credentials.
         addressing_style: ``"path"``, ``"virtual"`` or ``"auto"``; see `Profile`.
         request_checksum: ``"when_supported"`` or ``"when_required"``; see `Profile`.
+        ca_bundle: PEM file of the CA(s) to trust for an HTTPS endpoint; see `Profile`.
+        verify: ``False`` turns TLS certificate checks off; see `Profile`.
 
     Raises:
         ProfileError: The name or a field is invalid, or the name is already registered with
@@ -199,6 +249,8 @@ def register_profile(
         session_token=session_token,
         addressing_style=addressing_style,
         request_checksum=request_checksum,
+        ca_bundle=os.fspath(ca_bundle) if ca_bundle is not None else None,
+        verify=verify,
     )
     with _lock:
         existing = _registered.get(name)
@@ -276,6 +328,8 @@ _FILE_FIELDS: dict[str, type] = {
     "credentials_file": str,
     "addressing_style": str,
     "request_checksum": str,
+    "ca_bundle": str,
+    "verify": bool,
 }
 
 
@@ -314,7 +368,8 @@ def _load_file(path: Path) -> dict[str, Profile]:
         if "endpoint" not in table:
             raise _bad(path, name, "endpoint", "missing (every profile needs an endpoint URL)")
         kwargs: dict[str, Any] = {
-            k: table[k] for k in ("endpoint", "region", "public", "addressing_style", "request_checksum") if k in table
+            k: table[k]
+            for k in ("endpoint", "region", "public", "addressing_style", "request_checksum", "verify") if k in table
         }
         kwargs["local_name"] = table.get("local_name", name)
         creds = table.get("credentials_file")
@@ -325,6 +380,12 @@ def _load_file(path: Path) -> dict[str, Profile]:
             if not creds_path.is_absolute():
                 creds_path = path.parent / creds_path
             kwargs.update(_credentials(path, name, creds_path))
+        bundle = table.get("ca_bundle")
+        if bundle is not None:
+            if not bundle:
+                raise _bad(path, name, "ca_bundle", "is empty")
+            bundle_path = Path(bundle).expanduser()
+            kwargs["ca_bundle"] = str(bundle_path if bundle_path.is_absolute() else path.parent / bundle_path)
         try:
             profile = Profile(**kwargs)
             _check_folder(name, profile, out, "file's")

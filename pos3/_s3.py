@@ -29,9 +29,9 @@ from botocore.configprovider import (
 )
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from ._errors import IntegrityError, NotFoundError, translate
+from ._errors import IntegrityError, NotFoundError, ProfileError, certificate_failure, translate
 from ._plan import RemoteFile
-from ._profiles import Profile
+from ._profiles import Profile, tls_verify
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -51,6 +51,9 @@ class ClientOptions:
         read_timeout: Seconds without a byte before a read fails.
         retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
         max_attempts: Total attempts per request, first one included.
+        verify: TLS certificate checks of every client, overriding each profile's and the
+            default chain's: ``None`` (keep theirs), ``False`` (no check) or the path of a CA
+            bundle (the command line's ``--no-verify-ssl`` and ``--ca-bundle``).
     """
 
     max_pool_connections: int = 20
@@ -58,6 +61,7 @@ class ClientOptions:
     read_timeout: float = 60.0
     retry_mode: str = "standard"
     max_attempts: int = 5
+    verify: bool | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +324,12 @@ def parse_timestamp(value: str) -> datetime.datetime:
         return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
+def _fail_fast_on_certificate_failure(caught_exception: BaseException | None = None, **_: Any) -> None:
+    """A ``needs-retry`` handler: a refused certificate is a setting to fix; raise it now, no retries."""
+    if caught_exception is not None and certificate_failure(caught_exception) is not None:
+        raise caught_exception
+
+
 class ClientPool:
     """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
 
@@ -366,6 +376,15 @@ class ClientPool:
             if found is not None:
                 return found
             kwargs: dict[str, Any] = {"config": self._config(profile)}
+            verify, source = tls_verify(profile, os.environ)
+            if self._options.verify is not None:
+                verify, source = self._options.verify, "--ca-bundle"
+            if isinstance(verify, str):
+                if not os.path.isfile(verify):
+                    raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")
+                kwargs["verify"] = verify
+            elif verify is False:
+                kwargs["verify"] = False
             if profile is not None:
                 kwargs["endpoint_url"] = profile.endpoint
                 kwargs["region_name"] = profile.region or "us-east-1"
@@ -380,6 +399,8 @@ class ClientPool:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
                 raise translate(exc, where) from None
+            # Registered first, so it runs before botocore's retry handler decides to retry.
+            client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
             found = self._clients[profile] = S3(client)
             return found
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import logging
@@ -152,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="log to stderr: -v info, -vv debug, -vvv debug of every library")
         group.add_argument("-q", "--quiet", action="store_true",
                            help="no progress, no summary and no warnings on stderr (errors still show; wins over -v)")
+        if profile:  # the cache is local: no endpoint, no TLS
+            tls = group.add_mutually_exclusive_group()
+            tls.add_argument("--ca-bundle", metavar="PATH",
+                             help="PEM file of the CA(s) to trust for HTTPS endpoints, e.g. a private CA; wins over "
+                                  "$AWS_CA_BUNDLE and every profile's ca_bundle")
+            tls.add_argument("--no-verify-ssl", action="store_true",
+                             help="do not check TLS certificates (only for a test server on a trusted network)")
         return common
 
     common = common_options(profile=True)
@@ -495,7 +503,12 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
     if progress is None:  # bars on a terminal or with --progress, a summary line unless -q: see cli_mode
         progress = not args.quiet
-    return amirror(cache_root=args.cache_root, show_progress=progress)
+    m = amirror(cache_root=args.cache_root, show_progress=progress)
+    verify = False if getattr(args, "no_verify_ssl", False) else getattr(args, "ca_bundle", None)
+    if verify is not None:
+        # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.
+        m._options = dataclasses.replace(m._options, clients=dataclasses.replace(m._options.clients, verify=verify))
+    return m
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -1,7 +1,32 @@
-"""Shared fixtures: one real moto server per session, reset between tests, and both facades.
+"""Shared fixtures: one real S3 server per session, reset between tests, and both facades.
 
-The server is moto's own threaded server on 127.0.0.1 with a free port, wrapped by a WSGI
-middleware that counts requests, so tests can assert what reached the server.
+By default the server is moto's own threaded server on 127.0.0.1 with a free port, wrapped by a
+WSGI middleware that counts requests, so tests can assert what reached the server.
+
+Any other S3 endpoint can take its place (``nox -s interop`` runs the integration and fault
+suites against Ceph RGW this way), selected by environment variables:
+
+``POS3_TEST_ENDPOINT``
+    The endpoint URL (``http://`` or ``https://``). Unset: moto.
+``POS3_TEST_ACCESS_KEY`` / ``POS3_TEST_SECRET_KEY``
+    The keys of a user the suite may use (preferably one of its own). Buckets the tests create
+    (through the ``s3`` client) are emptied and deleted before the next test; no other bucket
+    is touched.
+``POS3_TEST_REGION``
+    Region name (default ``us-east-1``).
+``POS3_TEST_ADDRESSING``
+    ``path`` (default) or ``virtual``; also used for the default credential chain.
+``POS3_TEST_CA_BUNDLE``
+    A CA bundle for an HTTPS endpoint with a private CA; given to the default chain as
+    ``AWS_CA_BUNDLE``.
+``POS3_TEST_REQUEST_LOG``
+    ``rgw:PATH``: the gateway's log file with one ``beast:`` line per request (Ceph RGW with
+    ``debug rgw = 1``). Tests that count requests at the server skip without it. Only requests
+    about the buckets the current test created are counted, so pytest-xdist workers sharing
+    the server do not count each other's.
+
+Tests that depend on behaviour a server may lack (stored checksums, say) ask `require`, which
+probes the server once and skips with the reason when it lacks the capability.
 """
 
 from __future__ import annotations
@@ -9,7 +34,12 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
+import ssl
 import threading
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +48,9 @@ from typing import Any
 
 import anyio
 import boto3
+import botocore.exceptions
 import pytest
+from botocore.config import Config
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -57,12 +89,129 @@ class RequestLog:
             return collections.Counter(m for m, p, _ in self.requests if not p.startswith("/moto-api"))
 
 
+    def mark(self) -> None:
+        """Forget what was logged so far (a reset of the server)."""
+        self.clear()
+
+
+class RgwRequestLog(RequestLog):
+    """Requests that reached a Ceph RGW, read from its log (``debug rgw = 1``: a ``beast:`` line each).
+
+    The gateway writes a line after it answered, on a thread of its own, so every read first
+    sends a marker request and waits (bounded) until the marker is in the file.
+    """
+
+    _LINE = re.compile(r' beast: \S+: \S+ - \S+ \[[^\]]*\] "(\S+) (\S+) HTTP/[0-9.]+"')
+    _MARKER = "/pos3-log-marker-"
+
+    def __init__(self, path: str, endpoint: str, ca_bundle: str | None, buckets: set[str]) -> None:
+        super().__init__()
+        self.path = path
+        self.endpoint = endpoint
+        self._context = ssl.create_default_context(cafile=ca_bundle) if endpoint.startswith("https") else None
+        self._offset = 0
+        self._buckets = buckets  # the current test's buckets: only requests about them count
+
+    def _sync(self) -> bytes:
+        """Everything logged since the last `clear`, once a marker sent now is in the log."""
+        token = uuid.uuid4().hex
+        req = urllib.request.Request(f"{self.endpoint}{self._MARKER}{token}", method="HEAD")
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self._context):
+                pass
+        except urllib.error.HTTPError:
+            pass
+        needle = token.encode()
+        deadline = time.monotonic() + 15
+        while True:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+            if needle in data:
+                return data
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.path}: a request to {self.endpoint} is not logged after 15 s; "
+                                     "is 'debug rgw = 1' set?")
+            time.sleep(0.01)
+
+    @property  # type: ignore[override]
+    def requests(self) -> list[tuple[str, str, str]]:
+        out = []
+        for line in self._sync().decode("utf-8", "replace").splitlines():
+            m = self._LINE.search(line)
+            if m is None:
+                continue
+            path, _, query = m[2].partition("?")
+            if path.split("/", 2)[1] in self._buckets:
+                out.append((m[1], urllib.parse.unquote(path), query))
+        return out
+
+    @requests.setter
+    def requests(self, value: list[tuple[str, str, str]]) -> None:  # RequestLog.__init__ sets it
+        pass
+
+    def add(self, method: str, path: str, query: str) -> None:
+        raise NotImplementedError("the server writes this log")
+
+    def clear(self) -> None:
+        self._offset += len(self._sync())
+
+    def count(self, method: str | None = None, query_contains: str | None = None) -> int:
+        return sum(1 for m, _, q in self.requests
+                   if (method is None or m == method) and (query_contains is None or query_contains in q))
+
+    def by_method(self) -> collections.Counter[str]:
+        return collections.Counter(m for m, _, _ in self.requests)
+
+
+class NoRequestLog(RequestLog):
+    """The server under test has no request log: a test that counts requests skips."""
+
+    REASON = "counts requests at the server, and the endpoint under test has no request log (POS3_TEST_REQUEST_LOG)"
+
+    @property  # type: ignore[override]
+    def requests(self) -> list[tuple[str, str, str]]:
+        pytest.skip(self.REASON)
+
+    @requests.setter
+    def requests(self, value: list[tuple[str, str, str]]) -> None:
+        pass
+
+    def clear(self) -> None:
+        pytest.skip(self.REASON)
+
+    def count(self, method: str | None = None, query_contains: str | None = None) -> int:
+        pytest.skip(self.REASON)
+
+    def by_method(self) -> collections.Counter[str]:
+        pytest.skip(self.REASON)
+
+    def mark(self) -> None:
+        pass
+
+
+# What a server may lack, and how a test says it depends on it: see `require`.
+CAPABILITIES = {
+    "stored_checksums": "stores the additional checksum of an upload (x-amz-checksum-crc32) and returns it",
+}
+
+
 class CountingMotoServer(ThreadedMotoServer):
     """moto's ThreadedMotoServer, with every request counted."""
 
+    region = "us-east-1"
+    ca_bundle: str | None = None
+    addressing: str | None = None
+
     def __init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
-        self.log = RequestLog()
+        self.log: RequestLog = RequestLog()
+
+    def client(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region)
+
+    def supports(self, capability: str) -> bool:
+        return True  # the reference the suite was written against
 
     def _server_entry(self) -> None:
         app = DomainDispatcherApplication(create_backend_app)
@@ -87,22 +236,125 @@ class CountingMotoServer(ThreadedMotoServer):
             pass
         self.log.clear()
 
+    @property
+    def environ(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+class ExternalServer:
+    """An S3 endpoint given by ``POS3_TEST_*`` (see the module docstring), with moto's test surface."""
+
+    def __init__(self, config_dir: Path) -> None:
+        env = os.environ
+        self.endpoint = env["POS3_TEST_ENDPOINT"].rstrip("/")
+        self.region = env.get("POS3_TEST_REGION") or "us-east-1"
+        self.addressing = env.get("POS3_TEST_ADDRESSING") or "path"
+        self.ca_bundle = env.get("POS3_TEST_CA_BUNDLE") or None
+        try:
+            self._keys = (env["POS3_TEST_ACCESS_KEY"], env["POS3_TEST_SECRET_KEY"])
+        except KeyError as exc:
+            raise pytest.UsageError(f"POS3_TEST_ENDPOINT is set, {exc.args[0]} is not") from None
+        self._created: set[str] = set()  # buckets created (through `client`) since the last reset
+        spec = env.get("POS3_TEST_REQUEST_LOG") or ""
+        if spec.startswith("rgw:"):
+            self.log: RequestLog = RgwRequestLog(spec[4:], self.endpoint, self.ca_bundle, self._created)
+        elif spec:
+            raise pytest.UsageError(f"POS3_TEST_REQUEST_LOG={spec!r}: only 'rgw:PATH' is known")
+        else:
+            self.log = NoRequestLog()
+        # The default chain gets the addressing style from a config file of its own.
+        self.config_file = config_dir / "aws-config"
+        self.config_file.write_text(f"[default]\ns3 =\n    addressing_style = {self.addressing}\n")
+        self._capabilities: dict[str, bool] = {}
+
+    @property
+    def environ(self) -> dict[str, str]:
+        out = {"AWS_ACCESS_KEY_ID": self._keys[0], "AWS_SECRET_ACCESS_KEY": self._keys[1],
+               "AWS_CONFIG_FILE": str(self.config_file)}
+        if self.ca_bundle:
+            out["AWS_CA_BUNDLE"] = self.ca_bundle
+        return out
+
+    def client(self) -> Any:
+        """A boto3 client; the buckets it creates are recorded, for `reset` and the request log."""
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                              aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
+                              verify=self.ca_bundle, config=Config(s3={"addressing_style": self.addressing}))
+
+        def record(params: dict[str, Any], **_: Any) -> None:
+            self._created.add(params["Bucket"])
+
+        client.meta.events.register("before-parameter-build.s3.CreateBucket", record)
+        return client
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Delete every bucket the tests created (objects, uploads and versions first)."""
+        s3 = self.client()
+        doomed = sorted(self._created)
+        self._created.clear()  # a bucket that cannot be deleted fails one test's setup, not every later one
+        for name in doomed:
+            try:
+                s3.head_bucket(Bucket=name)
+            except botocore.exceptions.ClientError:
+                continue  # never created (the request failed), or deleted by the test
+            for upload in s3.list_multipart_uploads(Bucket=name).get("Uploads", ()):
+                s3.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+            for page in s3.get_paginator("list_object_versions").paginate(Bucket=name):
+                doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                          for v in [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]]
+                if doomed:
+                    s3.delete_objects(Bucket=name, Delete={"Objects": doomed, "Quiet": True})
+            s3.delete_bucket(Bucket=name)
+        self.log.mark()
+
+    def supports(self, capability: str) -> bool:
+        """Whether the server has ``capability`` (one of `CAPABILITIES`); probed once."""
+        if capability not in self._capabilities:
+            self._capabilities[capability] = getattr(self, f"_probe_{capability}")()
+        return self._capabilities[capability]
+
+    def _probe_stored_checksums(self) -> bool:
+        s3 = self.client()
+        name = f"probe-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+        try:
+            s3.put_object(Bucket=name, Key="probe", Body=b"probe", ChecksumAlgorithm="CRC32")
+            return "ChecksumCRC32" in s3.head_object(Bucket=name, Key="probe", ChecksumMode="ENABLED")
+        finally:
+            s3.delete_object(Bucket=name, Key="probe")
+            s3.delete_bucket(Bucket=name)
+            self._created.discard(name)
+
+
+def require(server: Any, capability: str) -> None:
+    """Skip the calling test when the server under test lacks ``capability`` (see `CAPABILITIES`)."""
+    if not server.supports(capability):
+        pytest.skip(f"the server under test lacks a capability this test needs: it {CAPABILITIES[capability]}")
+
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[CountingMotoServer]:
-    server = CountingMotoServer()
-    server.start()
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingMotoServer]:
+    """The session's S3 server: moto, or the endpoint of ``POS3_TEST_ENDPOINT``."""
     saved = {k: os.environ.get(k) for k in _ENV}
+    server: Any = (ExternalServer(tmp_path_factory.mktemp("aws")) if os.environ.get("POS3_TEST_ENDPOINT")
+                   else CountingMotoServer())
+    server.start()
+    for k in ("AWS_PROFILE", "AWS_CA_BUNDLE"):
+        os.environ.pop(k, None)
     os.environ.update(
         AWS_ENDPOINT_URL=server.endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
+        AWS_DEFAULT_REGION=server.region,
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         POS3_PROFILES_FILE=os.devnull,
     )
-    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(server.environ)
     try:
         yield server
     finally:
@@ -115,7 +367,7 @@ def moto_server() -> Iterator[CountingMotoServer]:
 
 
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE",
-        "AWS_SHARED_CREDENTIALS_FILE", "POS3_PROFILES_FILE", "AWS_PROFILE")
+        "AWS_SHARED_CREDENTIALS_FILE", "POS3_PROFILES_FILE", "AWS_PROFILE", "AWS_CA_BUNDLE")
 
 
 @pytest.fixture
@@ -129,7 +381,7 @@ def server(moto_server: CountingMotoServer) -> Iterator[CountingMotoServer]:
 @pytest.fixture
 def s3(server: CountingMotoServer) -> Any:
     """A plain boto3 client to seed and inspect the bucket."""
-    return boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
+    return server.client()
 
 
 @pytest.fixture

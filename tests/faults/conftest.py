@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: a fault-injection proxy in front of the moto server."""
+"""Fixtures of the fault tests: a fault-injection proxy in front of the S3 server under test."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ SMALL = {
 
 @pytest.fixture
 def proxy(server: CountingMotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A running proxy to the moto server; pos3 clients (default profile) go through it."""
-    p = FaultProxy(server.endpoint, Scenario(seed=7)).start()
+    """A running proxy to the S3 server; pos3 clients (default profile) go through it."""
+    p = FaultProxy(server.endpoint, Scenario(seed=7), upstream_ca=server.ca_bundle).start()
     monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
     try:
         yield p

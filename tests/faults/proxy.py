@@ -1,6 +1,7 @@
 """A small HTTP-aware fault-injection proxy for the fault tests.
 
-It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
+It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the S3 server under test: plain, or
+TLS with ``upstream_ca``; it can also serve TLS itself with ``server_ssl``) and, for each
 request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
 request reaches the server, or after the server answered: ``drop``), answer a
 synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it
@@ -18,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -85,6 +88,8 @@ class Rule:
         path: Only paths containing this text (an object key, a bucket).
         query: Only queries containing this text (``uploadId``, ``list-type``, ``delete``...).
         ranged: Only requests with (``True``) or without (``False``) a Range header.
+        header: Only requests with a header line (``name: value``, the name in lower case) in
+            which this regular expression is found, e.g. ``"^x-amz-checksum-"``.
         times: How many times the rule fires in all (``None``: every time).
         per_path: With ``times``, count per path instead of in total.
         probability: Chance that a matching request fires the rule (drawn from the scenario seed).
@@ -95,6 +100,7 @@ class Rule:
     path: str | None = None
     query: str | None = None
     ranged: bool | None = None
+    header: str | None = None
     times: int | None = None
     per_path: bool = False
     probability: float = 1.0
@@ -106,6 +112,8 @@ class Rule:
         if self.path is not None and self.path not in req.path:
             return False
         if self.query is not None and self.query not in req.query:
+            return False
+        if self.header is not None and not any(re.search(self.header, f"{k}: {v}") for k, v in req.headers.items()):
             return False
         return self.ranged is None or ("range" in req.headers) == self.ranged
 
@@ -214,9 +222,13 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 class FaultProxy:
     """The proxy: ``start()``, point clients at ``url``, ``stop()``."""
 
-    def __init__(self, upstream: str, scenario: Scenario | None = None) -> None:
+    def __init__(self, upstream: str, scenario: Scenario | None = None, *, upstream_ca: str | None = None,
+                 server_ssl: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(upstream)
-        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        tls = parts.scheme == "https"
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80))
+        self._upstream_ssl = ssl.create_default_context(cafile=upstream_ca) if tls else None
+        self._server_ssl = server_ssl
         self.scenario = scenario or Scenario()
         self.log: list[Entry] = []
         self.gate = threading.Event()
@@ -230,12 +242,13 @@ class FaultProxy:
         self.port = 0
         self.errors: list[BaseException] = []
         self.body_bytes = 0  # response body bytes relayed to clients
+        self.connections = 0  # TCP connections accepted (with ``server_ssl``: before the TLS handshake)
 
     # ------------------------------------------------------------------ control
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._server_ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FaultProxy:
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
@@ -291,6 +304,7 @@ class FaultProxy:
                 await asyncio.wait_for(server.wait_closed(), 5)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -298,6 +312,8 @@ class FaultProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
+            if self._server_ssl is not None:
+                await asyncio.wait_for(writer.start_tls(self._server_ssl), IDLE_TIMEOUT)
             while True:
                 raw = await _read_head(reader)
                 if raw is None:
@@ -342,7 +358,8 @@ class FaultProxy:
                     body = bytes(damaged)
                 if upstream is None:
                     upstream = await asyncio.wait_for(
-                        asyncio.open_connection(*self.upstream, limit=MAX_HEAD), IDLE_TIMEOUT)
+                        asyncio.open_connection(*self.upstream, limit=MAX_HEAD, ssl=self._upstream_ssl),
+                        IDLE_TIMEOUT)
                 up_reader, up_writer = upstream
                 up_writer.write(raw + body)
                 await up_writer.drain()

@@ -446,7 +446,8 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_file(server: CountingMotoServer,
     s3.put_object(Bucket=bucket, Key="big/blob.bin", Body=os.urandom(size))
     # The proxy sends 16 KiB of the object, then waits 30 s before each further chunk: the
     # transfer has started and cannot finish before the interrupt, whatever the machine's speed.
-    proxy = FaultProxy(server.endpoint, Scenario(make_rule("latency", delay=30.0, method="GET", path="blob.bin")))
+    proxy = FaultProxy(server.endpoint, Scenario(make_rule("latency", delay=30.0, method="GET", path="blob.bin")),
+                       upstream_ca=server.ca_bundle)
     proxy.start()
     staging = cache_root / ".pos3" / "staging"
     target = cache_root / "_" / bucket / "big"

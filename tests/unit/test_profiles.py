@@ -316,3 +316,56 @@ def test_two_configurations_cannot_share_a_cache_folder(monkeypatch: pytest.Monk
     with pytest.raises(pos3.ProfileError) as info:
         resolve_profile("y")
     assert str(info.value).startswith(f"{path}: [profiles.y]") and "'x'" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------- TLS
+
+
+def test_tls_settings_default_to_checking_with_the_usual_cas() -> None:
+    p = Profile("store", "https://s3.example.com")
+    assert (p.ca_bundle, p.verify) == (None, True)
+    assert _profiles.tls_verify(p, {}) == (None, "the default AWS configuration")
+    assert _profiles.tls_verify(None, {"AWS_CA_BUNDLE": "/ca.pem"})[0] is None  # botocore reads it itself
+
+
+def test_ca_bundle_and_verify_are_validated_and_shown(tmp_path: Path) -> None:
+    p = Profile("store", "https://s3.example.com", ca_bundle=tmp_path / "ca.pem")  # a PathLike is kept as str
+    assert p.ca_bundle == str(tmp_path / "ca.pem") and "ca_bundle=" in repr(p)
+    assert "verify=False" in repr(Profile("store", "https://s3.example.com", verify=False))
+    with pytest.raises(pos3.ProfileError, match="ca_bundle has no effect with verify=False"):
+        Profile("store", "https://s3.example.com", ca_bundle="/ca.pem", verify=False)
+    with pytest.raises(pos3.ProfileError, match="verify must be True or False"):
+        Profile("store", "https://s3.example.com", verify="no")  # type: ignore[arg-type]
+    with pytest.raises(pos3.ProfileError, match="ca_bundle must be the path"):
+        Profile("store", "https://s3.example.com", ca_bundle="")
+
+
+@pytest.mark.parametrize(("kwargs", "environ", "expected"), [
+    ({"access_key": "AK", "secret_key": SECRET}, {"AWS_CA_BUNDLE": "/env.pem"}, "/env.pem"),
+    ({"public": True}, {"AWS_CA_BUNDLE": "/env.pem"}, "/env.pem"),
+    ({}, {"AWS_CA_BUNDLE": "/env.pem"}, None),  # default chain of its own endpoint: botocore reads the variable
+    ({"access_key": "AK", "secret_key": SECRET, "ca_bundle": "/own.pem"}, {"AWS_CA_BUNDLE": "/env.pem"}, "/own.pem"),
+    ({"access_key": "AK", "secret_key": SECRET, "verify": False}, {"AWS_CA_BUNDLE": "/env.pem"}, False),
+    ({"access_key": "AK", "secret_key": SECRET}, {}, None),
+])
+def test_isolated_profiles_honour_aws_ca_bundle(kwargs: dict[str, object], environ: dict[str, str],
+                                                expected: object) -> None:
+    verify, source = _profiles.tls_verify(Profile("store", "https://s3.example.com", **kwargs), environ)  # type: ignore[arg-type]
+    assert verify == expected and source
+
+
+def test_register_profile_and_the_file_take_tls_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    register_profile("own", "https://a.example.com", ca_bundle=tmp_path / "ca.pem")
+    register_profile("lab", "https://b.example.com", verify=False)
+    assert resolve_profile("own").ca_bundle == str(tmp_path / "ca.pem")  # type: ignore[union-attr]
+    assert resolve_profile("lab").verify is False  # type: ignore[union-attr]
+    registry = tmp_path / "conf" / "profiles.toml"
+    registry.parent.mkdir()
+    registry.write_text('[profiles.rel]\nendpoint = "https://c.example.com"\nca_bundle = "certs/ca.pem"\n'
+                        '[profiles.off]\nendpoint = "https://d.example.com"\nverify = false\n')
+    monkeypatch.setenv("POS3_PROFILES_FILE", str(registry))
+    assert resolve_profile("rel").ca_bundle == str(registry.parent / "certs" / "ca.pem")  # type: ignore[union-attr]
+    assert resolve_profile("off").verify is False  # type: ignore[union-attr]
+    registry.write_text('[profiles.bad]\nendpoint = "https://c.example.com"\nverify = "no"\n')
+    with pytest.raises(pos3.ProfileError, match=r"\[profiles.bad\] verify: must be a boolean"):
+        resolve_profile("bad")
