@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
 
 META_XXH3 = "pos3-xxh3"
+ABORT_BOUND = 60.0  # seconds an abort of a multipart upload may take, even under cancellation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,18 +217,19 @@ class S3:
         return _etag(resp.get("ETag"))
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str, strict: bool = False) -> bool:
-        """Abort an upload (shielded from cancellation); never raises.
+        """Abort an upload (shielded from cancellation, bounded); never raises.
 
         Returns whether it is gone (aborted now, or already completed or aborted: NoSuchUpload).
-        Without ``strict`` every outcome counts as gone.
+        Without ``strict`` every outcome counts as gone. An abort that takes longer than
+        `ABORT_BOUND` seconds is given up (not gone: its journal entry stays for the next sync).
         """
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(ABORT_BOUND, shield=True) as scope:
             try:
                 await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             except Exception as exc:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code")
                 return not strict or code in ("NoSuchUpload", "404")
-        return True
+        return not (strict and scope.cancelled_caught)
 
     async def list_multipart(self, bucket: str, prefix: str) -> list[tuple[str, str, Any]]:
         """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""

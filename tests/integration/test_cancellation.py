@@ -97,3 +97,37 @@ def test_ctrl_c_during_a_ranged_download_closes_its_partial_file(s3: Any, bucket
             watcher.join(timeout=30)
         assert partial_fds() == []
         assert not [p for p in staging.rglob("*") if p.is_file()]
+
+
+# ---------------------------------------------------------------------------- item 11: Ctrl-C, multipart
+
+
+@pytest.mark.anyio
+async def test_ctrl_c_during_a_background_multipart_upload_aborts_it(
+    open_mirror: Any, s3: Any, bucket: str, cache_root: Path
+) -> None:
+    """Ctrl-C (sync facade) or cancellation (async) while a background multipart upload is open."""
+
+    def open_uploads() -> list[Any]:
+        return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+    async def start_background_multipart(m: Any) -> None:
+        out = await m.upload(f"s3://{bucket}/run", interval=0.5, settle=None)
+        (out / "model.bin").write_bytes(os.urandom(20 * MiB))  # 3 parts at 2 MiB/s: ~10 s
+        await wait_for(lambda: bool(open_uploads()))
+
+    if open_mirror.kind == "mirror":
+        with pytest.raises(KeyboardInterrupt):
+            async with open_mirror(max_upload_bytes_per_second=2 * MiB) as m:
+                await start_background_multipart(m)
+                raise KeyboardInterrupt  # what Ctrl-C raises in the block
+    else:
+        with anyio.CancelScope() as scope:
+            async with open_mirror(max_upload_bytes_per_second=2 * MiB) as m:
+                await start_background_multipart(m)
+                scope.cancel()
+                await anyio.sleep(60)  # cancelled at once
+        assert scope.cancelled_caught
+    assert open_uploads() == []  # aborted before the clients closed
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)  # nothing completed
+    assert list((cache_root / ".pos3" / "multipart").glob("*.json")) == []  # journal entry removed
