@@ -10,7 +10,10 @@ from __future__ import annotations
 import _thread
 import dataclasses
 import os
+import signal
 import threading
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import anyio
 import pytest
 
 import pos3
-from tests.conftest import put, wait_for
+from tests.conftest import put, remote_tree, wait_for
 
 MiB = 1 << 20
 SMALL = {"part_size": 5 * MiB, "multipart_threshold": 5 * MiB, "ranged_threshold": 256 << 10}
@@ -131,3 +134,64 @@ async def test_ctrl_c_during_a_background_multipart_upload_aborts_it(
     assert open_uploads() == []  # aborted before the clients closed
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)  # nothing completed
     assert list((cache_root / ".pos3" / "multipart").glob("*.json")) == []  # journal entry removed
+
+
+# ---------------------------------------------------------------------------- item 9: fork
+
+
+class _LeaveBlock(Exception):
+    pass
+
+
+def _wait_child(pid: int, timeout: float = 30.0) -> int:
+    """The child's exit code; a child still running after ``timeout`` is killed and fails the test."""
+    deadline = time.monotonic() + timeout
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung leaving the block")
+        time.sleep(0.05)
+    return os.waitstatus_to_exitcode(done[1])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("how", ["falls out", "raises", "sys.exit"])
+def test_forked_child_leaves_the_block_without_touching_the_parent(
+    s3: Any, bucket: str, cache_root: Path, how: str
+) -> None:
+    read_fd, write_fd = os.pipe()
+    pid = -1
+    try:
+        with pos3.mirror(cache_root=cache_root, show_progress=False):
+            out = pos3.upload(f"s3://{bucket}/out", interval=None)
+            (out / "parent.txt").write_text("from the parent")
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns that forking a threaded process may deadlock; this test forks one.
+                warnings.filterwarnings("ignore", message=r"This process .* is multi-threaded, use of fork\(\)",
+                                        category=DeprecationWarning)
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                signal.alarm(20)  # a hung child dies rather than hanging the test run
+                try:
+                    pos3.ls("s3://any-bucket")
+                except pos3.NoMirrorError as exc:
+                    os.write(write_fd, b"refused " if "parent process" in str(exc) else b"other ")
+                if how == "raises":
+                    raise _LeaveBlock
+                if how == "sys.exit":
+                    raise SystemExit(0)
+            else:
+                os.close(write_fd)
+                assert _wait_child(pid) == 0
+                with os.fdopen(read_fd, "rb") as pipe:
+                    assert pipe.read() == b"refused left"
+                assert remote_tree(s3, bucket) == {}  # the child's exit uploaded nothing
+                assert pos3.ls(f"s3://{bucket}") == []  # the parent's mirror still works
+    except (_LeaveBlock, SystemExit):
+        if pid != 0:
+            raise
+    if pid == 0:  # pragma: no cover - the child has left the block
+        os.write(write_fd, b"left")
+        os._exit(0)
+    assert remote_tree(s3, bucket) == {"out/parent.txt": b"from the parent"}  # the parent's exit uploads
