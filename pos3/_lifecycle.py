@@ -169,7 +169,7 @@ class MirrorCore:
             if not target.explicit_local and not allow_empty:
                 await self._track(target.local, size)
 
-        return await self._registry.download(target, params, fetch)
+        return await self._registry.download(target, params, fetch, self._tg)
 
     async def _track(self, tree: Path, size: int) -> None:
         """Pin a downloaded cache tree for this mirror's lifetime; evict others past the limit."""

@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 import pos3
-from tests.conftest import put, remote_tree, wait_for
+from tests.conftest import local_tree, put, remote_tree, wait_for
 
 MiB = 1 << 20
 SMALL = {"part_size": 5 * MiB, "multipart_threshold": 5 * MiB, "ranged_threshold": 256 << 10}
@@ -52,6 +52,105 @@ def partial_written(staging: Path) -> bool:
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts fds in /proc/self/fd")
+
+
+# ---------------------------------------------------------------------------- item 8: shared download
+
+
+def shared_waiters(core: pos3.AsyncMirror) -> int:
+    """Callers waiting for a download of ``core`` that is still running (test-only peek)."""
+    return sum(reg.waiters for reg in core._registry.downloads.values() if not reg.done.is_set())
+
+
+def seed_dataset(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    files = {f"f{i:03d}.bin": bytes([i]) * 200_000 for i in range(40)}  # one GET at a time: a while
+    put(s3, bucket, {f"{prefix}/{rel}": data for rel, data in files.items()})
+    return files
+
+
+@pytest.mark.anyio
+async def test_cancelling_one_waiter_of_a_shared_download_leaves_the_other(
+    s3: Any, bucket: str, cache_root: Path
+) -> None:
+    files = seed_dataset(s3, bucket, "ds")
+    url = f"s3://{bucket}/ds"
+    got: dict[str, Path] = {}
+    async with pos3.amirror(cache_root=cache_root, show_progress=False, max_workers=1) as m:
+        a_scope = anyio.CancelScope()
+
+        async def caller_a() -> None:
+            with a_scope:
+                await m.download(url)
+
+        async def caller_b() -> None:
+            got["b"] = await m.download(url)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller_a)
+            tg.start_soon(caller_b)
+            await wait_for(lambda: shared_waiters(m) == 2)  # both wait for the one download
+            a_scope.cancel()  # only A is cancelled (say its own timeout)
+        assert a_scope.cancelled_caught
+        assert local_tree(got["b"]) == files  # B got the whole download
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_last_waiter_stops_the_download_and_a_new_call_restarts_it(
+    s3: Any, bucket: str, cache_root: Path
+) -> None:
+    files = seed_dataset(s3, bucket, "ds")
+    url = f"s3://{bucket}/ds"
+    async with pos3.amirror(cache_root=cache_root, show_progress=False, max_workers=1) as m:
+        staging = m.cache_root / ".pos3" / "staging"
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(m.download, url)
+                await wait_for(lambda: shared_waiters(m) == 1)
+                scope.cancel()
+        assert scope.cancelled_caught
+        # The cancelled caller returned after the download's cleanup: no partial file is left.
+        assert not [p for p in staging.rglob("*") if p.is_file()]
+        assert m._registry.downloads == {}
+        assert local_tree(await m.download(url)) == files  # asked again: downloaded again, whole
+
+
+def test_ctrl_c_in_one_thread_leaves_another_threads_shared_download(
+    s3: Any, bucket: str, cache_root: Path
+) -> None:
+    """The sync facade: Ctrl-C interrupts the main thread's call; a worker thread's call of the
+    same download goes on and gets the whole tree."""
+    files = seed_dataset(s3, bucket, "ds")
+    url = f"s3://{bucket}/ds"
+    got: dict[str, Any] = {}
+    with pos3.mirror(cache_root=cache_root, show_progress=False, max_workers=1) as sm:
+        core = sm._core
+        assert core is not None
+
+        def caller_b() -> None:
+            try:
+                got["b"] = pos3.download(url)
+            except BaseException as exc:  # pragma: no cover - reported below
+                got["b"] = exc
+
+        def interrupt_when_both_wait() -> None:
+            for _ in range(4000):  # bounded: ~20 s
+                if shared_waiters(core) == 2:
+                    break
+                threading.Event().wait(0.005)
+            _thread.interrupt_main()
+
+        b = threading.Thread(target=caller_b)
+        watcher = threading.Thread(target=interrupt_when_both_wait)
+        b.start()
+        watcher.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pos3.download(url)  # caller A, in the main thread
+        finally:
+            watcher.join(timeout=30)
+            b.join(timeout=60)
+    assert isinstance(got["b"], Path), got["b"]
+    assert local_tree(got["b"]) == files
 
 
 # ---------------------------------------------------------------------------- item 10: fd leak
