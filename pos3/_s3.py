@@ -187,6 +187,23 @@ class S3:
         _check_stored(f"s3://{bucket}/{key}", etag, md5, resp)
         return etag
 
+    async def put_new(self, bucket: str, key: str, data: bytes) -> bool:
+        """PUT ``data`` as ``key`` only if no object has that key (``If-None-Match: *``).
+
+        Returns:
+            Whether it was written; ``False`` when the key exists (412 PreconditionFailed) or a
+            concurrent conditional write of it won (409 ConditionalRequestConflict). A server
+            that ignores the condition writes anyway (the caller reads back to find out).
+        """
+        try:
+            await self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return True
+
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
         try:
             resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
