@@ -4,12 +4,14 @@ Nothing here decides anything: each module function forwards one call to the `As
 running on the mirror's loop thread and waits for it. The active mirror is process-global
 (threads do not inherit context variables), guarded by a lock, and owned by the process that
 opened it: in a forked child, calls raise `NoMirrorError` instead of waiting forever on a loop
-thread that does not exist there.
+thread that does not exist there, and leaving the block does nothing (the parent's mirror does
+the exit's work when the parent leaves its block).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import os
 import threading
@@ -19,7 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 
 from ._docstrings import forward_doc
 from ._errors import NoMirrorError
@@ -67,6 +70,42 @@ def backend_options() -> dict[str, Any]:
     return {"use_uvloop": True}
 
 
+class _LoopThread:
+    """An event loop on its own thread, serving a `BlockingPortal` until `close`.
+
+    Like anyio's ``start_blocking_portal``, but a plain object rather than a generator-based
+    context manager: nothing runs when it is dropped or garbage-collected, so a forked child can
+    forget it without touching the parent's loop thread (which does not exist in the child).
+    """
+
+    def __init__(self) -> None:
+        ready: concurrent.futures.Future[BlockingPortal] = concurrent.futures.Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        def main() -> None:
+            try:
+                anyio.run(serve, backend="asyncio", backend_options=backend_options())
+            except BaseException as exc:
+                if not ready.done():
+                    ready.set_exception(exc)
+                else:
+                    raise
+
+        self._thread = threading.Thread(target=main, name="pos3-loop", daemon=True)
+        self._thread.start()
+        self.portal = ready.result()
+
+    def close(self, cancel_remaining: bool) -> None:
+        """Stop the portal (cancelling tasks still running when ``cancel_remaining``), join the thread."""
+        with contextlib.suppress(RuntimeError):  # stopped already
+            self.portal.call(self.portal.stop, cancel_remaining)
+        self._thread.join()
+
+
 class SyncMirror(AbstractContextManager["SyncMirror"]):
     """The context manager returned by `mirror()`; forwards calls to an `AsyncMirror`.
 
@@ -76,7 +115,7 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
 
     def __init__(self, **kwargs: Any) -> None:
         self._kwargs = kwargs
-        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._loop: _LoopThread | None = None
         self._portal: BlockingPortal | None = None
         self._core: AsyncMirror | None = None
         self._core_cm: AbstractContextManager[AsyncMirror] | None = None
@@ -98,8 +137,8 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
                 )
             _active = self
         try:
-            self._portal_cm = start_blocking_portal(backend="asyncio", backend_options=backend_options())
-            self._portal = self._portal_cm.__enter__()
+            self._loop = _LoopThread()
+            self._portal = self._loop.portal
             self._core = core
             self._core_cm = self._portal.wrap_async_context_manager(core)
             self._core_cm.__enter__()
@@ -117,21 +156,27 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         global _active
+        if os.getpid() != self.pid:
+            # A forked child: the loop thread, the clients and the registrations are the
+            # parent's; it runs the exit uploads when it leaves its own block. Forget them.
+            self._core_cm, self._loop, self._portal, self._core = None, None, None, None
+            return
         try:
             if self._core_cm is not None:
                 core_cm, self._core_cm = self._core_cm, None
                 core_cm.__exit__(exc_type, exc, tb)
-        except BaseException as err:
-            if self._portal_cm is not None:
-                portal_cm, self._portal_cm = self._portal_cm, None
-                portal_cm.__exit__(type(err), err, err.__traceback__)
+        except BaseException:
+            if self._loop is not None:
+                loop, self._loop = self._loop, None
+                loop.close(cancel_remaining=True)
             raise
         finally:
             try:
-                if self._portal_cm is not None:
-                    portal_cm, self._portal_cm = self._portal_cm, None
-                    portal_cm.__exit__(exc_type, exc, tb)
+                if self._loop is not None:
+                    loop, self._loop = self._loop, None
+                    loop.close(cancel_remaining=exc_type is not None)
             finally:
+                self._portal = None
                 with _lock:
                     if _active is self:
                         _active = None

@@ -141,16 +141,19 @@ class MirrorCore:
                         raise
                     log.error("pos3: upload on error exit failed: %s", sync_exc)
         finally:
+            # Cancel the mirror's tasks (a background upload, shared downloads) and wait until
+            # they have finished, their shielded cleanup included (aborting an open multipart
+            # upload needs the client); only then close the clients and release the pins.
             self._tg.cancel_scope.cancel()
             try:
+                await stack.__aexit__(None, None, None)
+            finally:
                 for pin in self._pins:
                     pin.release()
                 self._pins.clear()
                 if self._engine is not None:
                     await self._engine.aclose()
                     self._engine = None
-            finally:
-                await stack.__aexit__(None, None, None)
 
     @property
     def engine(self) -> Engine:
@@ -183,7 +186,7 @@ class MirrorCore:
             if not target.explicit_local and not allow_empty:
                 await self._track(target.local, size)
 
-        return await self._registry.download(target, params, fetch)
+        return await self._registry.download(target, params, fetch, self._tg)
 
     async def _track(self, tree: Path, size: int) -> None:
         """Remember a downloaded (and already pinned) cache tree's use; evict others past the limit."""

@@ -2,8 +2,9 @@
 
 A download or upload registration is told apart by bucket, key and cache folder. Repeating
 one with the same arguments is allowed (a download waits for, and returns, the first one's
-result); with other arguments it is a `RegistrationError`, and so is any overlap between a
-download and an upload, or between two uploads, of the same bucket and cache folder.
+result; a caller's cancellation is its own); with other arguments it is a `RegistrationError`,
+and so is any overlap between a download and an upload, or between two uploads, of the same
+bucket and cache folder.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+from anyio.abc import TaskGroup
 
-from ._errors import InvalidURLError, RegistrationError
+from ._errors import InvalidURLError, NoMirrorError, RegistrationError
 from ._exclude import Excluder
 from ._profiles import DEFAULT_LOCAL_NAME, Profile, resolve_profile
 from ._transfer.context import Target
@@ -48,12 +50,29 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("POS3_CACHE_ROOT") or "~/.cache/pos3").expanduser()
 
 
+# Seconds the last caller of a cancelled download waits for its cleanup (partial files removed).
+CLEANUP_WAIT = 30.0
+
+
 @dataclass
 class DownloadReg:
+    """One download of a mirror, shared by every caller that asks for it.
+
+    Attributes:
+        params: The arguments it was asked with; a repeat must use the same.
+        local: Where it lands.
+        done: Set when it ended (finished, failed or cancelled).
+        error: Why it did not finish, raised in every caller.
+        waiters: The callers waiting for it now.
+        scope: The download's own scope, cancelled when its last waiter leaves.
+    """
+
     params: tuple[object, ...]
     local: Path
     done: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
+    waiters: int = 0
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 @dataclass
@@ -178,31 +197,60 @@ class Registry:
             if b == bucket and p == profile and overlaps(s, stem):
                 raise RegistrationError(f"Conflict: s3://{bucket}/{stem} overlaps the {what} of s3://{b}/{s}")
 
-    async def download(self, target: Target, params: tuple[object, ...], fetch: Callable[[], Awaitable[None]]
-                       ) -> Path:
-        """Run ``fetch`` as the download registration of ``target`` (once per mirror)."""
+    async def download(self, target: Target, params: tuple[object, ...], fetch: Callable[[], Awaitable[None]],
+                       tg: TaskGroup) -> Path:
+        """Run ``fetch`` as the download registration of ``target`` (once per mirror); wait for it.
+
+        The download runs in ``tg`` (the mirror's task group), not in the caller's task, so
+        every caller of the same download waits for one result and a caller's cancellation is
+        its own: the others keep waiting and the download goes on. When the last waiting caller
+        is cancelled, nobody wants the result any more: the download is cancelled, and that
+        caller waits (shielded, at most `CLEANUP_WAIT` s) until its partial files are removed.
+        """
         key = self.key(target)
-        existing = self.downloads.get(key)
-        if existing is not None:
-            if existing.params != params:
+        reg = self.downloads.get(key)
+        if reg is not None:
+            if reg.params != params:
                 raise RegistrationError(
                     f"{target.url}: download already registered with different parameters in this mirror"
                 )
-            await existing.done.wait()
-            if existing.error is not None:
-                raise existing.error
-            return existing.local
-        self.conflicts(target, self.uploads, "upload")
-        reg = self.downloads[key] = DownloadReg(params, target.local)
+        else:
+            self.conflicts(target, self.uploads, "upload")
+            reg = self.downloads[key] = DownloadReg(params, target.local)
+            tg.start_soon(self._run, key, reg, fetch, str(target.url))
+        return await self._wait(key, reg)
+
+    async def _run(self, key: Key, reg: DownloadReg, fetch: Callable[[], Awaitable[None]], url: str) -> None:
+        finished = False
         try:
-            await fetch()
-        except BaseException as exc:
+            with reg.scope:
+                await fetch()
+                finished = True
+        except Exception as exc:
             reg.error = exc
-            del self.downloads[key]
-            raise
         finally:
+            if not finished:
+                if reg.error is None:  # the mirror closed, or every caller left
+                    reg.error = NoMirrorError(f"{url}: the mirror closed before this download finished")
+                if self.downloads.get(key) is reg:
+                    del self.downloads[key]  # a later call starts it again
             reg.done.set()
-        return target.local
+
+    async def _wait(self, key: Key, reg: DownloadReg) -> Path:
+        reg.waiters += 1
+        try:
+            await reg.done.wait()
+        finally:
+            reg.waiters -= 1
+            if reg.waiters == 0 and not reg.done.is_set():  # the last caller was cancelled
+                if self.downloads.get(key) is reg:
+                    del self.downloads[key]
+                reg.scope.cancel()
+                with anyio.move_on_after(CLEANUP_WAIT, shield=True):
+                    await reg.done.wait()
+        if reg.error is not None:
+            raise reg.error
+        return reg.local
 
     def existing_upload(self, target: Target, params: tuple[object, ...]) -> Path | None:
         """The path of the same upload registered before; else check it conflicts with none."""

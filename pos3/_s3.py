@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
 
 META_XXH3 = "pos3-xxh3"
+ABORT_BOUND = 60.0  # seconds an abort of a multipart upload may take, even under cancellation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +191,23 @@ class S3:
         _check_stored(f"s3://{bucket}/{key}", etag, md5, resp)
         return etag
 
+    async def put_new(self, bucket: str, key: str, data: bytes) -> bool:
+        """PUT ``data`` as ``key`` only if no object has that key (``If-None-Match: *``).
+
+        Returns:
+            Whether it was written; ``False`` when the key exists (412 PreconditionFailed) or a
+            concurrent conditional write of it won (409 ConditionalRequestConflict). A server
+            that ignores the condition writes anyway (the caller reads back to find out).
+        """
+        try:
+            await self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise translate(exc, f"s3://{bucket}/{key}") from exc
+        return True
+
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
         try:
             resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
@@ -220,18 +238,19 @@ class S3:
         return _etag(resp.get("ETag"))
 
     async def abort_multipart(self, bucket: str, key: str, upload_id: str, strict: bool = False) -> bool:
-        """Abort an upload (shielded from cancellation); never raises.
+        """Abort an upload (shielded from cancellation, bounded); never raises.
 
         Returns whether it is gone (aborted now, or already completed or aborted: NoSuchUpload).
-        Without ``strict`` every outcome counts as gone.
+        Without ``strict`` every outcome counts as gone. An abort that takes longer than
+        `ABORT_BOUND` seconds is given up (not gone: its journal entry stays for the next sync).
         """
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(ABORT_BOUND, shield=True) as scope:
             try:
                 await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             except Exception as exc:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code")
                 return not strict or code in ("NoSuchUpload", "404")
-        return True
+        return not (strict and scope.cancelled_caught)
 
     async def list_multipart(self, bucket: str, prefix: str) -> list[tuple[str, str, Any]]:
         """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""

@@ -21,12 +21,16 @@ from .._hashing import file_digests
 from .._plan import Copy, LocalFile, LocalTree, Reason, Record, RemoteFile, RemoteTree, ancestors
 from .._snapshot import Manifest, SnapshotLayout, garbage, newest_complete
 from .._state import root_lock
+from .._urls import S3URL
 from .context import Resources, Sources, Target, run_all
 from .upload import Unsettled, upload_file
 
 __all__ = ["publish_folder", "use_snapshot"]
 
 log = logging.getLogger("pos3")
+
+# Commit numbers tried when other publishers of the same prefix take them first.
+COMMIT_ATTEMPTS = 10
 
 
 async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> bytes:
@@ -46,6 +50,33 @@ async def _newest_snapshot(
         if found is not None:
             return found
     return None
+
+
+async def _commit(res: Resources, s3: Any, bucket: str, key: str, body: bytes) -> bool:
+    """Write a commit unless one with its number exists; whether this one is there now.
+
+    ``If-None-Match: *`` makes the write conditional; reading it back also catches a server
+    that ignores the condition and let another publisher's commit replace this one.
+    """
+    async with res.limiter:
+        if not await s3.put_new(bucket, key, body):
+            return False
+    return await _read_small(res, s3, bucket, key) == body
+
+
+async def _collect_garbage(
+    res: Resources, s3: Any, url: S3URL, layout: SnapshotLayout, keys: Mapping[str, RemoteFile],
+    uploaded: Mapping[str, str], manifest: Manifest, previous: Manifest | None,
+) -> None:
+    """Remove commits older than the kept ones and objects no kept commit refers to."""
+    kept = [manifest] + ([previous] if previous is not None else [])
+    commit_keys = [k for k in keys if layout.commit_seq(k) is not None]
+    objects = [k for k in [*keys, *uploaded] if k.startswith(layout.objects)]
+    junk = garbage(layout, commit_keys, kept, objects)
+    for i in range(0, len(junk), 1000):
+        async with res.limiter:
+            for key, err in await s3.delete_many(url.bucket, junk[i : i + 1000]):
+                log.warning("could not remove old snapshot data %s: %s", url.child(key), err)
 
 
 async def use_snapshot(res: Resources, target: Target, src: Sources) -> None:
@@ -150,24 +181,29 @@ async def publish_folder(
             raise TransferError.of("upload", failures)
 
         entries = {rel: (digests[rel], lf.size) for rel, lf in files.items()}
-        if not delete and previous is not None:
-            for rel, entry in previous.files.items():
-                entries.setdefault(rel, entry)
         nonempty = {a for rel in [*files, *local.dirs] for a in ancestors(rel)}
         dirs = tuple(sorted(d for d in local.dirs - nonempty if not exclude.excluded(d)))
-        top = max((seq for k in keys if (seq := layout.commit_seq(k)) is not None), default=0)
-        manifest = Manifest(top + 1, entries, dirs)
-        if not manifest.same_content(previous):
-            async with res.limiter:
-                await s3.put(bucket, layout.commit_key(manifest.seq), manifest.to_json(), {})
-            kept = [manifest] + ([previous] if previous is not None else [])
-            commit_keys = [k for k in keys if layout.commit_seq(k) is not None]
-            objects = [k for k in [*keys, *uploaded] if k.startswith(layout.objects)]
-            junk = garbage(layout, commit_keys, kept, objects)
-            for i in range(0, len(junk), 1000):
-                async with res.limiter:
-                    for key, err in await s3.delete_many(bucket, junk[i : i + 1000]):
-                        log.warning("could not remove old snapshot data %s: %s", url.child(key), err)
+        for _ in range(COMMIT_ATTEMPTS):
+            merged = dict(entries)
+            if not delete and previous is not None:
+                for rel, entry in previous.files.items():
+                    merged.setdefault(rel, entry)
+            top = max((seq for k in keys if (seq := layout.commit_seq(k)) is not None), default=0)
+            manifest = Manifest(top + 1, merged, dirs)
+            if manifest.same_content(previous):
+                break
+            if await _commit(res, s3, bucket, layout.commit_key(manifest.seq), manifest.to_json()):
+                await _collect_garbage(res, s3, url, layout, keys, uploaded, manifest, previous)
+                break
+            # Another publisher took this number since the listing: build on its commit and
+            # take the next number (with delete=False its files are kept, as for any newer commit).
+            log.info("%s: commit %d was taken by another publisher; retrying with the next", url, manifest.seq)
+            keys = {f.key: f for f in (await s3.list_all(bucket, layout.root)).files}
+            previous = await _newest_snapshot(res, s3, bucket, layout, keys)
+        else:
+            raise TransferError.of("upload", [Failure(url.child(layout.commits), RuntimeError(
+                f"other publishers took the next commit number {COMMIT_ATTEMPTS} times in a row; nothing was "
+                "committed (the uploaded objects are kept for the next publish)"))])
         for rel, lf in files.items():
             blob = layout.object_key(digests[rel])
             etag = uploaded.get(blob) or (keys[blob].etag if blob in keys else "")

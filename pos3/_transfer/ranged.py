@@ -29,6 +29,8 @@ __all__ = ["Resume", "ranged_get"]
 
 log = logging.getLogger("pos3")
 
+CLEANUP_BOUND = 30.0  # seconds the shielded close of a partial file may take under cancellation
+
 
 class Resume:
     """The journal of a partial large download: which parts of which object version are on disk."""
@@ -190,7 +192,12 @@ async def _ranged_parts(
     except OSError as exc:
         raise_named(exc, tmp, url)
     finally:
-        await anyio.to_thread.run_sync(os.close, fd)
+        # Shielded: under cancellation the first await of a `finally` would raise again and the
+        # descriptor (and the disk space of the unlinked partial file) would leak. Bounded: a
+        # close that hangs (a dead network mount) is abandoned to its thread.
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + CLEANUP_BOUND
+            await anyio.to_thread.run_sync(os.close, fd, abandon_on_cancel=True)
     etag, meta = info["etag"], info["meta"]
     h = hashed["h"]
     size = await anyio.to_thread.run_sync(lambda: os.stat(tmp).st_size)

@@ -245,9 +245,12 @@ async def _multipart(
     """Send a large file as a multipart upload, journaled while open; the ETag of the object."""
     part = _policy.upload_part_size(before.size, res.options.part_size)
     count = max(1, _policy.part_count(before.size, part))
-    upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
-    _IN_FLIGHT.add(upload_id)
-    journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
+    # Shielded: a cancellation that arrived while the server was creating the upload would lose
+    # its id, and with it the abort below; it is delivered at the next checkpoint, inside the try.
+    with anyio.CancelScope(shield=True):
+        upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
+        _IN_FLIGHT.add(upload_id)
+        journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
     etags: list[str] = [""] * count
     try:
 

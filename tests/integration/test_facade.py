@@ -147,4 +147,9 @@ def test_ctrl_c_during_a_transfer_cleans_up_and_joins(s3: Any, bucket: str, cach
     target = cache_root / "_" / bucket / "big"
     for f in target.glob("*"):
         assert f.stat().st_size == 3 << 20  # complete files only
+    # anyio's idle worker threads are told to stop when the loop ends, and exit a moment later.
+    for _ in range(400):  # bounded: ~20 s
+        if set(threading.enumerate()) <= before:
+            break
+        threading.Event().wait(0.05)
     assert set(threading.enumerate()) <= before
