@@ -25,6 +25,7 @@ from ._registry import (
     ProfileArg,
     default_cache_root,
     is_local,
+    need_url,
     with_selector,
 )
 from ._shard import check_shard
@@ -287,7 +288,7 @@ class AsyncMirror(MirrorCore):
         """What `download` would do, with no side effects (nothing is written or registered).
 
         Args:
-            remote: ``s3://[profile@]bucket/key`` URL (a local path gives an empty plan).
+            remote: ``s3://[profile@]bucket/key`` URL.
             local: Local destination; defaults to the cache path.
             delete: Plan deletes of local files that are absent in S3.
             exclude: Glob patterns skipped on both sides.
@@ -299,12 +300,12 @@ class AsyncMirror(MirrorCore):
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
 
         Raises:
-            InvalidURLError: ``remote`` is a malformed URL.
+            InvalidURLError: ``remote`` is a malformed URL, or a local path (a plan needs an
+                ``s3://`` URL; also a ``ValueError``, as in pos3 0.4.0).
             NotFoundError: The bucket does not exist or the prefix holds no object.
             AccessDeniedError: The credentials may not read it.
         """
-        if is_local(remote):
-            return TransferPlan()
+        need_url("plan_download", remote)
         target = self._registry.target(str(remote), local, profile)
         return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude),
                                                shard=check_shard(shard))
@@ -320,7 +321,7 @@ class AsyncMirror(MirrorCore):
         """What one upload would do, with no side effects.
 
         Args:
-            remote: Destination ``s3://`` URL (a local path gives an empty plan).
+            remote: Destination ``s3://`` URL.
             local: Local source; defaults to the cache path of ``remote``.
             delete: Plan deletes of objects that are absent locally.
             exclude: Glob patterns skipped on both sides.
@@ -330,12 +331,12 @@ class AsyncMirror(MirrorCore):
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
 
         Raises:
-            InvalidURLError: ``remote`` is a malformed URL.
+            InvalidURLError: ``remote`` is a malformed URL, or a local path (a plan needs an
+                ``s3://`` URL; also a ``ValueError``, as in pos3 0.4.0).
             NotFoundError: The bucket does not exist.
             AccessDeniedError: The credentials may not list it.
         """
-        if is_local(remote):
-            return TransferPlan()
+        need_url("plan_upload", remote)
         target = self._registry.target(str(remote), local, profile)
         return await self.engine.plan_upload(target, delete=bool(delete), exclude=Excluder.of(exclude))
 
