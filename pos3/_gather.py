@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
             result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
 
     async def do_scan() -> None:
+        result["scanned_ns"] = time.time_ns()
         result["local"] = await anyio.to_thread.run_sync(_local.scan, target.local)
 
     async def do_records() -> None:
@@ -152,6 +154,7 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
         records = {"": records[""]} if "" in records else {}
     src = Sources(prefix, single, RemoteTree(remote_files, frozenset(marker_rels)), local, records, empty)
     src.root_is_file = result.get("root_is_file", False)
+    src.scanned_ns = result["scanned_ns"]
     return src
 
 
