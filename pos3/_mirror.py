@@ -190,13 +190,18 @@ class AsyncMirror(MirrorCore):
     ) -> Path:
         """Download now, then register the same path for upload (resume-and-save jobs).
 
-        An empty prefix is fine here (a job's first run): the local folder is created.
+        An empty prefix is fine here (a job's first run): the local folder is created. The
+        download keeps local work: a file never in sync, or changed locally since its record,
+        is neither overwritten nor deleted, and the upload sends it. Only files in sync by
+        their record follow S3. A file changed both locally and in S3 is a conflict: nothing
+        is changed and `TransferError` names it (see docs/change-detection.md).
 
         Args:
             remote: ``s3://`` URL, or a local path (returned unchanged).
             local: Local path; defaults to the cache path of ``remote``.
             interval: Seconds between background uploads; ``None`` uploads only on exit.
-            delete_local: Delete local files absent in S3 during the download.
+            delete_local: Delete local files that were in sync and are gone from S3 (local work
+                is kept either way).
             delete_remote: Delete objects absent locally during uploads.
             sync_on_error: Upload on exit even when the block raised.
             exclude: Glob patterns skipped on both sides.
@@ -213,7 +218,8 @@ class AsyncMirror(MirrorCore):
             AccessDeniedError: The credentials may not read it.
             RegistrationError: It overlaps another download or upload.
             UnsafeKeyError: A key would be written outside the folder, or two keys collide.
-            TransferError: Some objects failed to download.
+            TransferError: Some objects failed to download, or files changed both locally and
+                in S3 (each a ``FileExistsError`` naming the file; nothing was changed).
         """
         if is_local(remote):
             return Path(remote).expanduser().resolve()
