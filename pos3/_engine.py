@@ -11,6 +11,7 @@ propagates. See docs/architecture.md.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import time
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 import anyio
 
 from . import _gather, _policy
-from ._errors import NotFoundError
+from ._errors import Failure, NotFoundError, TransferError
 from ._exclude import Excluder
 from ._gather import ListEntry
 from ._plan import Plan, RemoteTree, TransferPlan, plan_download, plan_upload
@@ -34,11 +35,25 @@ __all__ = ["Engine", "EngineOptions", "ListEntry", "Target"]
 log = logging.getLogger("pos3")
 
 
+def _conflict(target: Target, src: Sources, rel: str) -> FileExistsError:
+    """The error of one file changed both locally and in S3: nothing was changed."""
+    path = target.local / rel if rel else target.local
+    url = target.url.child(src.prefix + rel)
+    return FileExistsError(
+        errno.EEXIST,
+        f"changed locally and in S3 ({url}) since the last sync; both versions were left as they are. "
+        "Keep the local one with upload() (the local file wins), or move the local file away and sync "
+        "again to take the one in S3",
+        str(path),
+    )
+
+
 class Engine(Resources):
     """Runs downloads, uploads and listings for one mirror, on the loop that created it."""
 
     async def _plan(self, target: Target, direction: str, delete: bool, exclude: Excluder,
-                    shard: tuple[int, int] | None = None) -> tuple[Sources, Plan, dict[str, str]]:
+                    shard: tuple[int, int] | None = None, keep_local: bool = False
+                    ) -> tuple[Sources, Plan, dict[str, str]]:
         """Gather, narrow to the snapshot or shard, plan; answer the plan's checks and plan again."""
         src = await _gather.gather(self, target, direction=direction)
         if direction == "download" and not src.single:
@@ -51,7 +66,7 @@ class Engine(Resources):
         def run(evidence: Mapping[str, bool] | None) -> Plan:
             if direction == "download":
                 return plan_download(src.prefix, src.remote, src.local, src.records, delete=delete,
-                                     exclude=exclude, evidence=evidence)
+                                     exclude=exclude, evidence=evidence, keep_local=keep_local)
             return plan_upload(src.prefix, src.local, src.remote, src.records, delete=delete,
                                exclude=exclude, evidence=evidence)
 
@@ -72,14 +87,27 @@ class Engine(Resources):
         return _gather.describe(target, src, plan, "download")
 
     async def download(self, target: Target, *, delete: bool, exclude: Excluder, allow_empty: bool = False,
-                       shard: tuple[int, int] | None = None) -> int:
+                       shard: tuple[int, int] | None = None, keep_local: bool = False) -> int:
         """Make ``target.local`` an exact mirror of ``target.url`` (or of one shard of it).
+
+        With ``keep_local`` (``sync()``), local work is kept for the upload, and a file changed
+        on both sides stops the download before anything changed (see `plan_download`).
 
         Returns:
             The bytes the mirrored tree holds.
+
+        Raises:
+            TransferError: Conflicts (``keep_local``), each a ``FileExistsError`` naming the
+                file; or objects that failed to download.
         """
         async with root_lock(self.private, target.local, self.options.lock_timeout):
-            src, plan, digests = await self._plan(target, "download", delete, exclude, shard)
+            src, plan, digests = await self._plan(target, "download", delete, exclude, shard, keep_local)
+            if plan.conflicts:
+                raise TransferError.of("download", [Failure(str(target.local / rel if rel else target.local),
+                                                            _conflict(target, src, rel)) for rel in plan.conflicts])
+            if plan.kept:
+                log.info("%s: keeping %d local files changed since the last sync (%s); the upload sends them",
+                         target.local, len(plan.kept), ", ".join(plan.kept[:5]))
             if src.empty:
                 if not allow_empty:
                     raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))

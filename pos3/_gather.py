@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +76,32 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
                     files = (head_file(url.stem, obj),) if obj else ()
                     result["listing"] = (url.stem, True, files, ())
                     return
-            listing = await s3.list_all(url.bucket, url.dir_prefix)
-            if listing.empty and direction == "download":
-                obj = await s3.head(url.bucket, url.stem)
-                if obj is not None:
-                    result["listing"] = (url.stem, True, (head_file(url.stem, obj),), ())
+            if direction == "download":
+                # Without a trailing slash an object named exactly like the URL wins over the
+                # objects below it (as in pos3 0.4.0): both questions are asked at once.
+                found: dict[str, Any] = {}
+
+                async def exact() -> None:
+                    found["exact"] = await s3.first(url.bucket, url.stem)
+
+                async def below() -> None:
+                    found["below"] = await s3.list_all(url.bucket, url.dir_prefix)
+
+                await run_all(exact, below)
+                first: RemoteFile | None = found["exact"]
+                if first is not None and first.key == url.stem:
+                    result["listing"] = (url.stem, True, (first,), ())
                     return
+                listing = found["below"]
+            else:
+                listing = await s3.list_all(url.bucket, url.dir_prefix)
             result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
         else:
             listing = await s3.list_all(url.bucket, url.dir_prefix)
             result["listing"] = (url.dir_prefix, False, listing.files, listing.markers)
 
     async def do_scan() -> None:
+        result["scanned_ns"] = time.time_ns()
         result["local"] = await anyio.to_thread.run_sync(_local.scan, target.local)
 
     async def do_records() -> None:
@@ -139,6 +154,7 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
         records = {"": records[""]} if "" in records else {}
     src = Sources(prefix, single, RemoteTree(remote_files, frozenset(marker_rels)), local, records, empty)
     src.root_is_file = result.get("root_is_file", False)
+    src.scanned_ns = result["scanned_ns"]
     return src
 
 

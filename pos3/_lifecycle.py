@@ -166,6 +166,7 @@ class MirrorCore:
     async def _download(
         self, remote: str | os.PathLike[str], local: str | os.PathLike[str] | None, delete: bool,
         exclude: Exclude, profile: ProfileArg, *, allow_empty: bool, shard: tuple[int, int] | None = None,
+        keep_local: bool = False,
     ) -> Path:
         if is_local(remote):
             return Path(remote).expanduser().resolve()
@@ -182,7 +183,7 @@ class MirrorCore:
                 # delete a tree while this mirror downloads or refreshes it.
                 self._pins.append(await anyio.to_thread.run_sync(Pin, engine.private, target.local))
             size = await engine.download(target, delete=bool(delete), exclude=excluder, allow_empty=allow_empty,
-                                         shard=shard)
+                                         shard=shard, keep_local=keep_local)
             if not target.explicit_local and not allow_empty:
                 await self._track(target.local, size)
 
@@ -254,7 +255,10 @@ class MirrorCore:
             return same
         # sync() ends as an upload registration: refuse overlaps before anything moves.
         self._registry.check_new_upload(target)
-        path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True)
+        # The download of sync() keeps local work (never in sync, or changed since its record)
+        # for the upload, and refuses a file changed on both sides: no version is lost.
+        path = await self._download(remote, local, delete_local, exclude, profile, allow_empty=True,
+                                    keep_local=True)
         self._registry.downloads.pop(self._registry.key(target), None)
         return await self._register_upload(remote, path, interval, delete_remote, sync_on_error, exclude, profile,
                                            settle, atomic)

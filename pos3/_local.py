@@ -40,7 +40,7 @@ STAGING_DIRNAME = RESERVED_NAME
 
 def stat_file(path: Path) -> LocalFile:
     st = os.stat(path)
-    return LocalFile(st.st_size, st.st_mtime_ns, st.st_ino)
+    return LocalFile(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 def scan(root: Path) -> LocalTree:
@@ -54,7 +54,7 @@ def scan(root: Path) -> LocalTree:
     except FileNotFoundError:
         return LocalTree()
     if stat.S_ISREG(st.st_mode):
-        return LocalTree({"": LocalFile(st.st_size, st.st_mtime_ns, st.st_ino)})
+        return LocalTree({"": LocalFile(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)})
     if not stat.S_ISDIR(st.st_mode):
         return LocalTree()
     files: dict[str, LocalFile] = {}
@@ -76,7 +76,7 @@ def scan(root: Path) -> LocalTree:
                     stack.append((entry.path, child + "/"))
                 elif entry.is_file(follow_symlinks=False):
                     est = entry.stat(follow_symlinks=False)
-                    files[child] = LocalFile(est.st_size, est.st_mtime_ns, est.st_ino)
+                    files[child] = LocalFile(est.st_size, est.st_mtime_ns, est.st_ino, est.st_ctime_ns)
     return LocalTree(files, frozenset(dirs))
 
 

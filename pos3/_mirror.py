@@ -26,6 +26,7 @@ from ._registry import (
     ProfileArg,
     default_cache_root,
     is_local,
+    need_url,
     with_selector,
 )
 from ._shard import check_shard
@@ -191,13 +192,18 @@ class AsyncMirror(MirrorCore):
     ) -> Path:
         """Download now, then register the same path for upload (resume-and-save jobs).
 
-        An empty prefix is fine here (a job's first run): the local folder is created.
+        An empty prefix is fine here (a job's first run): the local folder is created. The
+        download keeps local work: a file never in sync, or changed locally since its record,
+        is neither overwritten nor deleted, and the upload sends it. Only files in sync by
+        their record follow S3. A file changed both locally and in S3 is a conflict: nothing
+        is changed and `TransferError` names it (see docs/change-detection.md).
 
         Args:
             remote: ``s3://`` URL, or a local path (returned unchanged).
             local: Local path; defaults to the cache path of ``remote``.
             interval: Seconds between background uploads; ``None`` uploads only on exit.
-            delete_local: Delete local files absent in S3 during the download.
+            delete_local: Delete local files that were in sync and are gone from S3 (local work
+                is kept either way).
             delete_remote: Delete objects absent locally during uploads.
             sync_on_error: Upload on exit even when the block raised.
             exclude: Glob patterns skipped on both sides.
@@ -214,7 +220,8 @@ class AsyncMirror(MirrorCore):
             AccessDeniedError: The credentials may not read it.
             RegistrationError: It overlaps another download or upload.
             UnsafeKeyError: A key would be written outside the folder, or two keys collide.
-            TransferError: Some objects failed to download.
+            TransferError: Some objects failed to download, or files changed both locally and
+                in S3 (each a ``FileExistsError`` naming the file; nothing was changed).
         """
         if is_local(remote):
             return Path(remote).expanduser().resolve()
@@ -300,7 +307,7 @@ class AsyncMirror(MirrorCore):
         """What `download` would do, with no side effects (nothing is written or registered).
 
         Args:
-            remote: ``s3://[profile@]bucket/key`` URL (a local path gives an empty plan).
+            remote: ``s3://[profile@]bucket/key`` URL.
             local: Local destination; defaults to the cache path.
             delete: Plan deletes of local files that are absent in S3.
             exclude: Glob patterns skipped on both sides.
@@ -312,12 +319,12 @@ class AsyncMirror(MirrorCore):
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
 
         Raises:
-            InvalidURLError: ``remote`` is a malformed URL.
+            InvalidURLError: ``remote`` is a malformed URL, or a local path (a plan needs an
+                ``s3://`` URL; also a ``ValueError``, as in pos3 0.4.0).
             NotFoundError: The bucket does not exist or the prefix holds no object.
             AccessDeniedError: The credentials may not read it.
         """
-        if is_local(remote):
-            return TransferPlan()
+        need_url("plan_download", remote)
         target = self._registry.target(str(remote), local, profile)
         return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude),
                                                shard=check_shard(shard))
@@ -333,7 +340,7 @@ class AsyncMirror(MirrorCore):
         """What one upload would do, with no side effects.
 
         Args:
-            remote: Destination ``s3://`` URL (a local path gives an empty plan).
+            remote: Destination ``s3://`` URL.
             local: Local source; defaults to the cache path of ``remote``.
             delete: Plan deletes of objects that are absent locally.
             exclude: Glob patterns skipped on both sides.
@@ -343,12 +350,12 @@ class AsyncMirror(MirrorCore):
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
 
         Raises:
-            InvalidURLError: ``remote`` is a malformed URL.
+            InvalidURLError: ``remote`` is a malformed URL, or a local path (a plan needs an
+                ``s3://`` URL; also a ``ValueError``, as in pos3 0.4.0).
             NotFoundError: The bucket does not exist.
             AccessDeniedError: The credentials may not list it.
         """
-        if is_local(remote):
-            return TransferPlan()
+        need_url("plan_upload", remote)
         target = self._registry.target(str(remote), local, profile)
         return await self.engine.plan_upload(target, delete=bool(delete), exclude=Excluder.of(exclude))
 

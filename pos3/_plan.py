@@ -7,13 +7,18 @@ answers as ``evidence``. The second plan is final; a dry run shows exactly that 
 
 The rule (documented in docs/change-detection.md):
 
-* Download, file with a record: local size or ``mtime_ns`` differ from the record -> content
-  is compared with the recorded fingerprint (same -> keep, else "changed locally", restored);
-  else the ETag differs from the record -> "changed remotely"; else nothing to do.
+* A record proves a file unchanged without reading it only when (size, ``mtime_ns``, inode,
+  ``ctime_ns``) are those recorded and the mtime was safely older (`RACY_MARGIN_NS`) than the
+  moment the record was taken ("racy clean", as in git); else the file is hashed.
+* Download, file with a record: the record does not prove the file -> content is compared with
+  the recorded fingerprint (same -> keep, else "changed locally", restored); else the ETag
+  differs from the record -> "changed remotely"; else nothing to do.
+* ``keep_local`` (the download of ``sync()``): local work is kept instead of restored or
+  deleted, a file changed on both sides is a conflict (see `plan_download`).
 * Download, file without a record: sizes differ -> "changed"; same size -> content check
   (MD5 against a single-part ETag, else pos3's xxh3 in the object's metadata).
 * Upload, file with a record: the remote ETag differs from the record -> "changed remotely"
-  (local wins); else (size, ``mtime_ns``, inode) equal -> nothing; size differs -> "changed
+  (local wins); else the record proves the file -> nothing; size differs -> "changed
   locally"; same size -> fingerprint compared with the record (a ``touch`` uploads nothing).
 * Upload, file without a record: like download without a record.
 * No file on the other side -> "new", or "missing" when a record says it was in sync.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from ._exclude import Excluder
 
 __all__ = [
+    "RACY_MARGIN_NS",
     "Check",
     "CheckKind",
     "Copy",
@@ -42,6 +48,7 @@ __all__ = [
     "RemoteTree",
     "TransferPlan",
     "ancestors",
+    "is_racy",
     "plan_download",
     "plan_upload",
 ]
@@ -77,13 +84,30 @@ class RemoteFile:
     last_modified: str = ""
 
 
+# A file whose mtime is less than this before the moment its record was taken may be
+# rewritten later with the very same mtime (1-second and 2-second timestamps, a clock a little
+# off): git's "racy clean". Such a record proves nothing by its stat; the file is hashed.
+RACY_MARGIN_NS = 3_000_000_000
+
+
+def is_racy(mtime_ns: int, taken_ns: int) -> bool:
+    """Whether a stat taken at ``taken_ns`` cannot prove that later writes change the mtime.
+
+    A write after ``taken_ns`` gets an mtime later than ``taken_ns`` minus the timestamp
+    granularity (2 s at most, on FAT); it differs from ``mtime_ns`` for sure only when
+    ``mtime_ns`` is at least `RACY_MARGIN_NS` older than ``taken_ns``.
+    """
+    return mtime_ns > taken_ns - RACY_MARGIN_NS
+
+
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """One local file as `os.stat` saw it."""
+    """One local file as `os.stat` saw it (``ctime_ns`` 0 where unknown)."""
 
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +123,29 @@ class Record:
     xxh3: str
     last_modified: str = ""
     checksum: str = ""
+    ctime_ns: int = 0
+    recorded_ns: int = 0  # when the local stat was taken (wall clock); 0: unknown, never trusted
+
+    @classmethod
+    def of(cls, key: str, etag: str, size: int, local: LocalFile, xxh3: str, recorded_ns: int,
+           last_modified: str = "", checksum: str = "") -> Record:
+        """The record of ``local`` (stat taken no later than ``recorded_ns``) in sync with an object."""
+        return cls(key, etag, size, local.size, local.mtime_ns, local.inode, xxh3, last_modified, checksum,
+                   local.ctime_ns, recorded_ns)
 
     def same_stat(self, local: LocalFile) -> bool:
-        """Whether ``local`` is, by (size, mtime_ns, inode), the file this record describes."""
-        return (self.local_size, self.mtime_ns, self.inode) == (local.size, local.mtime_ns, local.inode)
+        """Whether ``local`` is, by (size, mtime_ns, inode, ctime_ns), the file this record describes."""
+        return (self.local_size, self.mtime_ns, self.inode, self.ctime_ns) == (
+            local.size, local.mtime_ns, local.inode, local.ctime_ns)
+
+    @property
+    def racy(self) -> bool:
+        """Whether the file's mtime was too recent when this record was taken to trust its stat."""
+        return is_racy(self.mtime_ns, self.recorded_ns)
+
+    def proves(self, local: LocalFile) -> bool:
+        """Whether ``local`` is, without reading it, the content this record describes."""
+        return self.same_stat(local) and not self.racy
 
 
 @dataclass(frozen=True)
@@ -170,7 +213,12 @@ class Plan:
         deletes: Files and folders absent from the source; they run after every copy succeeded.
         checks: Comparisons still needed; empty in a final plan.
         adopt: Files found identical without a record; the engine records them.
-        refresh: Files whose record only needs the new (mtime_ns, inode), content unchanged.
+        refresh: Files whose record only needs a new stat (and time), content unchanged.
+        kept: Local work a ``keep_local`` download leaves alone: files never in sync, or
+            changed since their record, while the object did not change (the upload sends them).
+        conflicts: Files a ``keep_local`` download cannot decide without losing a version:
+            changed locally and in S3 since their record, or different on both sides with no
+            record at all. The engine refuses the whole download and names them.
     """
 
     clear: tuple[Delete, ...] = ()
@@ -179,6 +227,8 @@ class Plan:
     checks: tuple[Check, ...] = ()
     adopt: tuple[str, ...] = ()
     refresh: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
 
     @property
     def final(self) -> bool:
@@ -229,6 +279,7 @@ def plan_download(
     delete: bool,
     exclude: Excluder = NO_EXCLUDE,
     evidence: Mapping[str, bool] | None = None,
+    keep_local: bool = False,
 ) -> Plan:
     """Plan a download of ``remote`` onto ``local``.
 
@@ -240,6 +291,10 @@ def plan_download(
         delete: Whether to delete local files and folders absent remotely.
         exclude: Patterns excluded on both sides.
         evidence: Answers to earlier `Check`s: relative path -> content is the same.
+        keep_local: The download of ``sync()``: local work (a file never in sync, or changed
+            since its record) is never overwritten or deleted but listed in ``kept``; only files
+            in sync by their record follow S3 (pulled when the object changed, deleted when it
+            is gone); a file changed on both sides is a conflict (see `Plan`).
 
     Returns:
         The plan; `Plan.final` tells whether checks remain.
@@ -258,57 +313,98 @@ def plan_download(
     lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
     ldirs = {d for d in local.dirs if not exclude.excluded(d)}
 
+    copies: list[Copy] = []
+    checks: list[Check] = []
+    adopt: list[str] = []
+    refresh: list[str] = []
+    kept: list[str] = []
+    conflicts: list[str] = []
+
+    def record_of(rel: str, key: str) -> Record | None:
+        rec = records.get(rel)
+        return rec if rec is not None and rec.key == key else None
+
+    def changed_locally(rel: str, lf: LocalFile, rec: Record) -> bool | None:
+        """Whether the file differs from its record; ``None`` (a check is asked) when unknown."""
+        if lf.size != rec.local_size:
+            return True
+        if rec.proves(lf):
+            return False
+        if rel in evidence:
+            return not evidence[rel]
+        checks.append(Check(rel, CheckKind.LOCAL_VS_RECORD))
+        return None
+
+    work_cache: dict[str, bool | None] = {}
+
+    def local_work(rel: str) -> bool | None:
+        """For a local file S3 has no file for: whether it is work to keep (``None``: unknown)."""
+        if rel not in work_cache:
+            rec = record_of(rel, prefix + rel)
+            # A file never in sync is work; else it is work when it changed since its record.
+            work_cache[rel] = True if rec is None else changed_locally(rel, lfiles[rel], rec)
+        return work_cache[rel]
+
     clear: list[Delete] = []
     cleared: set[str] = set()
+    blocked: set[str] = set()  # keep_local: local work stands where S3 has the other kind
     protected = _protected_dirs(list(local.files) + list(local.dirs), exclude)
     for d in sorted(rdirs):
         if d in lfiles:
+            if keep_local and local_work(d) is not False:
+                blocked.add(d)
+                continue
             clear.append(Delete(d, prefix + d))
             cleared.add(d)
     for rel in sorted(rfiles):
         # A folder holding excluded files is never cleared: that copy fails instead, by name.
         if rel in ldirs and rel not in protected:
+            if keep_local and any(local_work(f) is not False for f in lfiles if f.startswith(rel + "/")):
+                blocked.add(rel)
+                continue
             clear.append(Delete(rel, prefix + rel, is_dir=True))
             cleared.add(rel)
+    for b in blocked:
+        if b in lfiles:
+            conflicts.extend([b] if local_work(b) else [])
+        else:
+            conflicts.extend(f for f in lfiles if f.startswith(b + "/") and local_work(f))
 
-    copies: list[Copy] = []
-    checks: list[Check] = []
-    adopt: list[str] = []
-    refresh: list[str] = []
     for d in sorted(markers - ldirs):
         copies.append(Copy(d, prefix + d + "/", 0, Reason.NEW, is_dir=True))
     for rel, obj in sorted(rfiles.items()):
-        rec = records.get(rel)
-        if rec is not None and rec.key != obj.key:
-            rec = None
+        rec = record_of(rel, obj.key)
         lf = None if rel in cleared else lfiles.get(rel)
-        decision: Reason | CheckKind | None
         if lf is None:
-            decision = Reason.MISSING if rec is not None else Reason.NEW
-        elif rec is not None:
-            if (lf.size, lf.mtime_ns) != (rec.local_size, rec.mtime_ns):
-                if lf.size != rec.local_size:
-                    decision = Reason.CHANGED_LOCAL
-                elif rel in evidence:
-                    decision = None if evidence[rel] else Reason.CHANGED_LOCAL
-                else:
-                    decision = CheckKind.LOCAL_VS_RECORD
-            else:
-                decision = None
-            if decision is None and obj.etag != rec.etag:
-                decision = Reason.CHANGED_REMOTE
-            elif decision is None and not rec.same_stat(lf):
+            if rel not in blocked and not any(a in blocked for a in ancestors(rel)):
+                copies.append(Copy(rel, obj.key, obj.size, Reason.MISSING if rec is not None else Reason.NEW))
+            continue
+        if rec is not None:
+            local_changed = changed_locally(rel, lf, rec)
+            if local_changed is None:
+                continue
+            remote_changed = obj.etag != rec.etag
+            if local_changed and not keep_local:
+                copies.append(Copy(rel, obj.key, obj.size, Reason.CHANGED_LOCAL))
+            elif local_changed:
+                (conflicts if remote_changed else kept).append(rel)
+            elif remote_changed:
+                copies.append(Copy(rel, obj.key, obj.size, Reason.CHANGED_REMOTE))
+            elif not rec.proves(lf):
                 refresh.append(rel)
-        else:
-            decision = _decide_without_record(rel, obj.size, lf.size, evidence)
-            if decision is None:
-                adopt.append(rel)
-        if isinstance(decision, Reason):
-            copies.append(Copy(rel, obj.key, obj.size, decision))
+            continue
+        decision = _decide_without_record(rel, obj.size, lf.size, evidence)
+        if decision is None:
+            adopt.append(rel)
         elif isinstance(decision, CheckKind):
             checks.append(Check(rel, decision))
+        elif keep_local:
+            conflicts.append(rel)  # never in sync, and not what S3 holds: neither may be lost
+        else:
+            copies.append(Copy(rel, obj.key, obj.size, decision))
 
     deletes: list[Delete] = []
+    staying: set[str] = set()  # local files this plan keeps below folders S3 no longer has
     if delete:
 
         def gone_with_clear(rel: str) -> bool:
@@ -316,11 +412,30 @@ def plan_download(
 
         for rel in sorted(lfiles):
             if rel not in rfiles and rel not in rdirs and not gone_with_clear(rel):
-                deletes.append(Delete(rel, prefix + rel))
+                work = local_work(rel) if keep_local else False
+                if work is False:
+                    deletes.append(Delete(rel, prefix + rel))
+                else:
+                    staying.add(rel)
+                    if work:
+                        kept.append(rel)
+        held = {a for rel in staying for a in ancestors(rel)}
         for d in _depth_first(ldirs):
-            if d not in rdirs and d not in rfiles and d not in protected and not gone_with_clear(d):
+            if d not in rdirs and d not in rfiles and d not in protected and d not in held \
+                    and not gone_with_clear(d):
                 deletes.append(Delete(d, prefix + d, is_dir=True))
-    return Plan(tuple(clear), tuple(copies), tuple(deletes), tuple(checks), tuple(adopt), tuple(refresh))
+    return Plan(tuple(clear), tuple(copies), tuple(deletes), tuple(_unique(checks)), tuple(adopt), tuple(refresh),
+                tuple(sorted(kept)), tuple(sorted(set(conflicts))))
+
+
+def _unique(checks: Iterable[Check]) -> list[Check]:
+    seen: set[str] = set()
+    out: list[Check] = []
+    for c in checks:
+        if c.rel not in seen:
+            seen.add(c.rel)
+            out.append(c)
+    return out
 
 
 def plan_upload(
@@ -379,7 +494,7 @@ def plan_upload(
         elif rec is not None:
             if obj.etag != rec.etag:
                 decision = Reason.CHANGED_REMOTE
-            elif rec.same_stat(lf):
+            elif rec.proves(lf):
                 decision = None
             elif lf.size != rec.local_size:
                 decision = Reason.CHANGED_LOCAL

@@ -36,6 +36,7 @@ __all__ = [
     "check_settle",
     "default_cache_root",
     "is_local",
+    "need_url",
     "uploads_on_exit",
     "with_selector",
 ]
@@ -121,6 +122,16 @@ def is_local(remote: str | os.PathLike[str]) -> bool:
         parse_s3_url(remote)  # raises for http://, s3:/x...
         return False
     return True
+
+
+def need_url(what: str, remote: str | os.PathLike[str]) -> None:
+    """Refuse a local path where only an ``s3://`` URL makes sense (as pos3 0.4.0 did).
+
+    Raises:
+        InvalidURLError: ``remote`` is a local path (also a ``ValueError``), or a malformed URL.
+    """
+    if is_local(remote):
+        raise InvalidURLError(f"{os.fspath(remote)}: {what} needs an s3:// URL, not a local path")
 
 
 def with_selector(name: str, url: str) -> str:

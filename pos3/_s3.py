@@ -135,6 +135,19 @@ class S3:
                     files.append(_remote_file(obj))
         return Listing(tuple(files), tuple(markers))
 
+    async def first(self, bucket: str, prefix: str) -> RemoteFile | None:
+        """The first object (in key order) whose key starts with ``prefix``: one request.
+
+        Every other key starting with ``prefix`` sorts after ``prefix`` itself, so this tells
+        whether an object named exactly ``prefix`` exists without listing what is below it.
+        """
+        try:
+            page = await self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        except Exception as exc:
+            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        contents = page.get("Contents") or ()
+        return _remote_file(contents[0]) if contents else None
+
     async def list_level(self, bucket: str, prefix: str) -> tuple[list[RemoteFile], list[str]]:
         """Objects and sub-prefixes directly below ``prefix`` (one level, ``Delimiter='/'``)."""
         files: list[RemoteFile] = []

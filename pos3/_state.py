@@ -31,8 +31,9 @@ __all__ = ["StateStore", "root_lock"]
 
 log = logging.getLogger("pos3")
 
-SCHEMA_VERSION = 1
-_COLUMNS = "path, key, etag, size, local_size, mtime_ns, inode, xxh3, last_modified, checksum"
+# 2: each record keeps the file's ctime and when its stat was taken (racy-clean rule).
+SCHEMA_VERSION = 2
+_COLUMNS = "path, key, etag, size, local_size, mtime_ns, inode, xxh3, last_modified, checksum, ctime_ns, recorded_ns"
 
 
 class StateStore:
@@ -61,7 +62,8 @@ class StateStore:
                 "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, key TEXT NOT NULL, etag TEXT NOT NULL,"
                 " size INTEGER NOT NULL, local_size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,"
                 " inode INTEGER NOT NULL, xxh3 TEXT NOT NULL, last_modified TEXT NOT NULL DEFAULT '',"
-                " checksum TEXT NOT NULL DEFAULT '') WITHOUT ROWID"
+                " checksum TEXT NOT NULL DEFAULT '', ctime_ns INTEGER NOT NULL DEFAULT 0,"
+                " recorded_ns INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID"
             )
             db.execute(
                 "CREATE TABLE IF NOT EXISTS trees (path TEXT PRIMARY KEY, bytes INTEGER NOT NULL,"
@@ -119,7 +121,8 @@ class StateStore:
             return f"{base}/{rel}" if rel else base
 
         rows = [
-            (full(rel), r.key, r.etag, r.size, r.local_size, r.mtime_ns, r.inode, r.xxh3, r.last_modified, r.checksum)
+            (full(rel), r.key, r.etag, r.size, r.local_size, r.mtime_ns, r.inode, r.xxh3, r.last_modified, r.checksum,
+             r.ctime_ns, r.recorded_ns)
             for rel, r in put
         ]
         gone = [(full(rel),) for rel in drop]
@@ -127,7 +130,7 @@ class StateStore:
             return
         self._transaction([
             ("DELETE FROM files WHERE path = ?", gone),
-            (f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows),
+            (f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows),
         ])
 
     def _transaction(self, statements: list[tuple[str, Sequence[Sequence[object]]]]) -> None:

@@ -37,6 +37,9 @@ EXCLUDES: tuple[tuple[str, ...], ...] = (
 PREFIXES = ("", "p/", "deep/er/")
 
 
+SETTLED = 10**10  # a record taken at 10 s: every mtime of the model (a few µs) is safely older
+
+
 def etag(content: str) -> str:
     """The ETag of an object holding ``content`` (injective, like a real MD5 ETag)."""
     return f'"etag-{content}"'
@@ -149,7 +152,7 @@ def records_for(draw: st.DrawFn, prefix: str, local: LocalWorld, remote: RemoteW
     """Records that tell the truth as the model defines it, some stale, some for other keys."""
     records: dict[str, Record] = {}
     for rel in sorted(set(local.files) | set(remote.files)):
-        kind = draw(st.sampled_from(("none", "same", "touched", "moved", "stale", "other key")))
+        kind = draw(st.sampled_from(("none", "same", "touched", "moved", "stale", "other key", "racy")))
         if kind == "none":
             continue
         lf = local.files.get(rel)
@@ -157,8 +160,14 @@ def records_for(draw: st.DrawFn, prefix: str, local: LocalWorld, remote: RemoteW
         if rel in remote.files and draw(st.booleans()):
             synced = remote.files[rel]  # in sync with the remote object when recorded
         mtime, inode = 7, 7
+        # A racy record was taken within the timestamp granularity of the file's mtime: a
+        # rewrite since then may have kept the stat (same size, mtime, inode), content differs.
+        taken = mtime if kind == "racy" else SETTLED
         if lf is not None:
             mtime, inode = lf.mtime_ns, lf.inode
+            if kind == "racy":
+                taken = lf.mtime_ns + 1
+                synced = synced if len(synced) == len(lf.content) else lf.content
             if kind == "same":
                 synced = lf.content
             elif kind == "touched":
@@ -166,10 +175,11 @@ def records_for(draw: st.DrawFn, prefix: str, local: LocalWorld, remote: RemoteW
                 synced = lf.content if draw(st.booleans()) else synced
             elif kind == "moved":
                 mtime, inode = lf.mtime_ns + 20, lf.inode + 1000
-            if (len(synced), mtime) == (len(lf.content), lf.mtime_ns):
-                synced = lf.content  # same size and mtime: the content is the recorded one
+            if (len(synced), mtime, inode) == (len(lf.content), lf.mtime_ns, lf.inode) and kind != "racy":
+                synced = lf.content  # same stat, settled record: the content is the recorded one
         elif kind == "same" and rel in remote.files:
             synced = remote.files[rel]
         key = prefix + rel if kind != "other key" else "elsewhere/" + rel
-        records[rel] = Record(key, etag(synced), len(synced), len(synced), mtime, inode, synced)
+        records[rel] = Record(key, etag(synced), len(synced), len(synced), mtime, inode, synced,
+                              recorded_ns=taken)
     return records

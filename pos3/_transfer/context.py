@@ -66,6 +66,7 @@ class Sources:
     records: dict[str, Record]
     empty: bool = False
     root_is_file: bool = False  # a file stands where the (cache) folder goes: replaced
+    scanned_ns: int = 0  # wall clock just before the local scan: when its stats were taken
 
 
 async def run_all(*fns: Callable[[], Awaitable[None]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,11 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
         if xxh is None:
             h = await anyio.to_thread.run_sync(file_digests, local_path(rel), False)
             xxh = h.xxh3
-        pending.append((rel, Record(obj.key, obj.etag, obj.size, lf.size, lf.mtime_ns, lf.inode, xxh,
-                                    obj.last_modified)))
+        pending.append((rel, Record.of(obj.key, obj.etag, obj.size, lf, xxh, src.scanned_ns, obj.last_modified)))
     for rel in plan.refresh:
         rec, lf = src.records[rel], src.local.files[rel]
-        pending.append((rel, Record(rec.key, rec.etag, rec.size, lf.size, lf.mtime_ns, lf.inode, rec.xxh3,
-                                    rec.last_modified, rec.checksum)))
+        pending.append((rel, Record.of(rec.key, rec.etag, rec.size, lf, rec.xxh3, src.scanned_ns, rec.last_modified,
+                                       rec.checksum)))
 
     # 3. Copies.
     total = sum(c.size for c in plan.copies)
@@ -139,6 +139,7 @@ async def download_file(
 ) -> Record:
     """Fetch one object to ``final`` (ranged and resumable when large); its new record."""
     bucket = target.url.bucket
+    taken = time.time_ns()  # the record is taken no earlier: the file is written after this
     if _policy.is_ranged(c.size, res.options.ranged_threshold):
         tmp = await anyio.to_thread.run_sync(staging.resume_path, c.key)
         try:
@@ -154,14 +155,14 @@ async def download_file(
             Resume.forget(tmp)  # Ctrl-C: remove every temporary file
             raise
         await anyio.to_thread.run_sync(Resume.forget, tmp)
-        return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
+        return Record.of(c.key, etag, c.size, lf, xxh, taken, meta.get("__last_modified", ""))
     tmp = await anyio.to_thread.run_sync(staging.new_path)
     try:
         etag, meta, xxh, lf = await _streamed_get(res, s3, bucket, c, tmp, confine, final, progress)
     except BaseException:
         _local.Staging.discard(tmp)
         raise
-    return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
+    return Record.of(c.key, etag, c.size, lf, xxh, taken, meta.get("__last_modified", ""))
 
 
 async def _streamed_get(

@@ -115,6 +115,7 @@ async def publish_folder(
             box["listing"] = await s3.list_all(bucket, layout.root)
 
         async def do_scan() -> None:
+            box["scanned_ns"] = time.time_ns()  # the records below pair this scan's stats with hashes
             box["local"] = await anyio.to_thread.run_sync(_local.scan, root)
 
         async def do_records() -> None:
@@ -136,7 +137,7 @@ async def publish_folder(
 
         async def fingerprint(rel: str, lf: LocalFile) -> None:
             rec = records.get(rel)
-            if rec is not None and rec.same_stat(lf) and rec.key == layout.object_key(rec.xxh3):
+            if rec is not None and rec.proves(lf) and rec.key == layout.object_key(rec.xxh3):
                 digests[rel] = rec.xxh3
                 return
             async with res.hash_limiter:
@@ -207,5 +208,5 @@ async def publish_folder(
         for rel, lf in files.items():
             blob = layout.object_key(digests[rel])
             etag = uploaded.get(blob) or (keys[blob].etag if blob in keys else "")
-            pending.append((rel, Record(blob, etag, lf.size, lf.size, lf.mtime_ns, lf.inode, digests[rel])))
+            pending.append((rel, Record.of(blob, etag, lf.size, lf, digests[rel], box["scanned_ns"])))
         await anyio.to_thread.run_sync(store.write, root, pending, ())

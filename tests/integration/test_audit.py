@@ -510,7 +510,8 @@ async def test_sync_delete_flags(open_mirror: Any, s3: Any, bucket: str, tmp_pat
     (local2 / "mine").write_bytes(b"m")
     async with open_mirror() as m:
         await m.sync(f"s3://{bucket}/s", local=local2, interval=None)  # both deletes on
-        assert "mine" not in local_tree(local2)  # absent remotely: removed by the download
+        # Never in sync: local work, kept by the download and sent by the upload (issue 12).
+        assert local_tree(local2)["mine"] == b"m"
         (local2 / "shared").unlink()
     assert remote_tree(s3, bucket, "s/") == {f"s/{k}": v for k, v in local_tree(local2).items()}
 

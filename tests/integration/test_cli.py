@@ -356,6 +356,11 @@ def test_sync_downloads_then_uploads_once(server: CountingMotoServer, s3: Any, b
     assert {(a["direction"], a["reason"]) for a in json.loads(res.stdout)["actions"]} == {("upload", "new")}
     assert tree_snapshot(work) == before_fs and bucket_snapshot(s3, bucket) == before_s3
 
+    # both.txt was never in sync and differs on both sides: a conflict; nothing changes (issue 12).
+    res = run("sync", url, "--local", str(work), cache_root=cache_root)
+    assert res.returncode == 1 and "both.txt" in res.stderr and "changed locally and in S3" in res.stderr
+    assert tree_snapshot(work) == before_fs and bucket_snapshot(s3, bucket) == before_s3
+    (work / "both.txt").unlink()  # take the version in S3
     res = run("sync", url, "--local", str(work), cache_root=cache_root)
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"{work}\n"

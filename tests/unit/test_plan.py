@@ -37,6 +37,7 @@ from pos3._plan import (
 from tests.strategies import (
     EXCLUDES,
     PREFIXES,
+    SETTLED,
     LFile,
     LocalWorld,
     RemoteWorld,
@@ -62,7 +63,7 @@ def lf(content: str, mtime: int = 1, inode: int = 1) -> LocalFile:
 
 
 def rec(key: str, content: str, mtime: int = 1, inode: int = 1) -> Record:
-    return Record(key, etag(content), len(content), len(content), mtime, inode, content)
+    return Record(key, etag(content), len(content), len(content), mtime, inode, content, recorded_ns=SETTLED)
 
 
 def truth_download(local: LocalWorld, remote: RemoteWorld, records: dict[str, Record], checks: tuple[Check, ...]
@@ -130,11 +131,13 @@ def apply_download(prefix: str, plan: Plan, remote: RemoteWorld, local: LocalWor
         recs.pop(d.rel, None)
     for rel in plan.adopt:
         f, o = out.files[rel], remote.tree(prefix).files[rel]
-        recs[rel] = Record(o.key, o.etag, o.size, len(f.content), f.mtime_ns, f.inode, f.content)
+        recs[rel] = Record(o.key, o.etag, o.size, len(f.content), f.mtime_ns, f.inode, f.content,
+                           recorded_ns=SETTLED)
     for rel in plan.refresh:
         f, r = out.files[rel], recs[rel]
         assert f.content == r.xxh3, "refresh of a file whose content changed"
-        recs[rel] = Record(r.key, r.etag, r.size, len(f.content), f.mtime_ns, f.inode, r.xxh3)
+        recs[rel] = Record(r.key, r.etag, r.size, len(f.content), f.mtime_ns, f.inode, r.xxh3,
+                           recorded_ns=SETTLED)
     for c in plan.copies:
         parents = list(ancestors(c.rel))
         if any(p in out.files for p in parents):
@@ -152,7 +155,7 @@ def apply_download(prefix: str, plan: Plan, remote: RemoteWorld, local: LocalWor
         content = remote.files[c.rel]
         out.files[c.rel] = LFile(content, 5_000, next(_inodes))
         recs[c.rel] = Record(c.key, etag(content), len(content), len(content), 5_000, out.files[c.rel].inode,
-                             content)
+                             content, recorded_ns=SETTLED)
     for d in plan.deletes:
         assert d.key == prefix + d.rel
         if d.is_dir:
@@ -224,11 +227,13 @@ def apply_upload(prefix: str, plan: Plan, local: LocalWorld, remote: RemoteWorld
     for rel in plan.adopt:
         f, o = local.files[rel], remote.tree(prefix).files[rel]
         assert f.content == remote.files[rel], "adopted a file whose content differs"
-        recs[rel] = Record(o.key, o.etag, o.size, len(f.content), f.mtime_ns, f.inode, f.content)
+        recs[rel] = Record(o.key, o.etag, o.size, len(f.content), f.mtime_ns, f.inode, f.content,
+                           recorded_ns=SETTLED)
     for rel in plan.refresh:
         f, r = local.files[rel], recs[rel]
         assert f.content == r.xxh3, "refresh of a file whose content changed"
-        recs[rel] = Record(r.key, r.etag, r.size, len(f.content), f.mtime_ns, f.inode, r.xxh3)
+        recs[rel] = Record(r.key, r.etag, r.size, len(f.content), f.mtime_ns, f.inode, r.xxh3,
+                           recorded_ns=SETTLED)
     for c in plan.copies:
         if c.is_dir:
             assert c.key == prefix + c.rel + "/" and c.size == 0
@@ -238,7 +243,7 @@ def apply_upload(prefix: str, plan: Plan, local: LocalWorld, remote: RemoteWorld
         assert c.key == prefix + c.rel and c.size == len(f.content)
         out.files[c.rel] = f.content
         recs[c.rel] = Record(c.key, etag(f.content), len(f.content), len(f.content), f.mtime_ns, f.inode,
-                             f.content)
+                             f.content, recorded_ns=SETTLED)
     for d in plan.deletes:
         if d.is_dir:
             assert d.key == prefix + d.rel + "/"
