@@ -295,8 +295,8 @@ def plan_download(
                     decision = CheckKind.LOCAL_VS_RECORD
             else:
                 decision = None
-            if decision is None and obj.etag != rec.etag:
-                decision = Reason.CHANGED_REMOTE
+            if decision is None and (obj.etag != rec.etag or obj.size != rec.size):
+                decision = Reason.CHANGED_REMOTE  # a new size is a new version, whatever the ETag says
             elif decision is None and not rec.same_stat(lf):
                 refresh.append(rel)
         else:

@@ -3,9 +3,14 @@
 It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the moto server) and, for each
 request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
 request reaches the server, or after the server answered: ``drop``), answer a
-synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it
-(or of the request body: ``flip_request``),
-slow it down, stall forever, or hold the response until the test releases it.
+synthetic error (503 SlowDown, 500, 403...), cut the response body short at half (with a reset:
+``truncate``; with a clean FIN: ``cut``), flip one byte of it (or of the request body:
+``flip_request``), slow it down, stall forever (before answering: ``stall``; after half the
+body: ``stall_half``), or hold the response until the test releases it.
+
+`FaultProxy.outage` opens a window of unavailability once a number of body bytes went through:
+every connection is reset (new ones and those in flight), or every request is answered
+``503 SlowDown``, for that many seconds; then the server is back.
 
 It parses request lines, headers and bodies (Content-Length or chunked) and response status,
 headers and body length, so faults land exactly where the scenario says. It runs its own event
@@ -21,6 +26,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -30,7 +36,8 @@ MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT = 60.0
 CHUNK = 16 * 1024
 
-ACTIONS = ("pass", "reset", "drop", "status", "truncate", "flip", "flip_request", "latency", "stall", "hold")
+ACTIONS = ("pass", "reset", "drop", "status", "truncate", "cut", "flip", "flip_request", "latency", "stall",
+           "stall_half", "hold")
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,9 @@ class FaultProxy:
         self.port = 0
         self.errors: list[BaseException] = []
         self.body_bytes = 0  # response body bytes relayed to clients
+        self.request_bytes = 0  # request body bytes relayed to the server
+        self._outage: tuple[int, float, str] | None = None
+        self.outage_started: float | None = None  # time.monotonic() when the outage window opened
 
     # ------------------------------------------------------------------ control
 
@@ -253,6 +263,25 @@ class FaultProxy:
             loop.call_soon_threadsafe(self._request_stop)
         thread.join(10)
         self._loop = self._thread = None
+
+    def outage(self, seconds: float, *, after_bytes: int = 0, kind: str = "reset") -> None:
+        """Once ``after_bytes`` body bytes (either way) went through, be down for ``seconds``:
+        ``kind="reset"`` resets every connection, ``kind="slowdown"`` answers every request 503 SlowDown."""
+        assert kind in ("reset", "slowdown")
+        self.outage_started = None
+        self._outage = (after_bytes, seconds, kind)
+
+    def _down(self) -> str | None:
+        """The kind of the outage under way, else ``None``."""
+        if self._outage is None:
+            return None
+        after, seconds, kind = self._outage
+        now = time.monotonic()
+        if self.outage_started is None:
+            if self.body_bytes + self.request_bytes < after:
+                return None
+            self.outage_started = now
+        return kind if now < self.outage_started + seconds else None
 
     def count(self, kind: str | None = None, method: str | None = None, path: str | None = None) -> int:
         with self._log_lock:
@@ -314,9 +343,12 @@ class FaultProxy:
                     body = await _read_chunked(reader)
                 else:
                     body = b""
+                self.request_bytes += len(body)
                 path, _, query = target.partition("?")
                 req = Request(method, path, query, headers)
-                action = self.scenario.pick(req)
+                down = self._down()
+                action = self.scenario.pick(req) if down is None else Action(
+                    "reset" if down == "reset" else "status", status=503, code="SlowDown")
                 with self._log_lock:
                     self.log.append(Entry(method, path, query, action.kind, headers.get("range", "")))
 
@@ -327,6 +359,9 @@ class FaultProxy:
                     assert self._stopped is not None
                     await self._stopped.wait()
                     return
+                if down == "slowdown":
+                    with self._log_lock:
+                        self.log[-1] = Entry(method, path, query, "slowdown", headers.get("range", ""))
                 if action.kind == "status":
                     payload = _error_body(action.code, path) if method != "HEAD" else b""
                     size = len(_error_body(action.code, path))
@@ -390,7 +425,7 @@ class FaultProxy:
             writer.write(body)
             await writer.drain()
             return not close
-        cut = length // 2 if action.kind == "truncate" and length > 0 else None
+        cut = length // 2 if action.kind in ("truncate", "cut", "stall_half") and length > 0 else None
         flip_at = length // 2 if action.kind == "flip" and length > 0 else None
         sent = 0
         while length < 0 or sent < length:
@@ -400,9 +435,20 @@ class FaultProxy:
                 if length < 0:
                     break
                 raise ConnectionError("upstream closed inside a body")
+            if self._down() == "reset":
+                _reset(writer)
+                raise ConnectionError("reset by the outage")
             if cut is not None and sent + len(data) >= cut:
                 writer.write(data[: cut - sent])
                 await writer.drain()
+                self.body_bytes += cut - sent
+                if action.kind == "stall_half":  # then silence, the connection kept open
+                    assert self._stopped is not None
+                    await self._stopped.wait()
+                    raise ConnectionError("stalled on purpose")
+                if action.kind == "cut":  # a clean FIN after half the promised length
+                    writer.close()
+                    raise ConnectionError("cut on purpose")
                 _reset(writer)
                 raise ConnectionError("truncated on purpose")
             if flip_at is not None and sent <= flip_at < sent + len(data):
