@@ -187,11 +187,16 @@ class S3:
         return etag
 
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
+        return (await self.open_multipart(bucket, key, metadata))[0]
+
+    async def open_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> tuple[str, int]:
+        """Create a multipart upload: its id, and how many times botocore had to send the request
+        (an answer lost on the way may have left another upload open)."""
         try:
             resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from exc
-        return str(resp["UploadId"])
+        return str(resp["UploadId"]), int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes,
                           md5: str | None = None) -> str:

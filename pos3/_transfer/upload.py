@@ -245,7 +245,20 @@ async def _multipart(
     part = _policy.upload_part_size(before.size, res.options.part_size)
     count = max(1, _policy.part_count(before.size, part))
     url = f"s3://{bucket}/{c.key}"
-    upload_id: str = await retrying(res, url, lambda: s3.create_multipart(bucket, c.key, {META_XXH3: xxh}))
+    sent = [0]  # CreateMultipartUpload requests sent: more than one may have left an upload open
+
+    async def create() -> str:
+        upload_id, attempts = await s3.open_multipart(bucket, c.key, {META_XXH3: xxh})
+        sent[0] += attempts
+        return str(upload_id)
+
+    try:
+        upload_id: str = await retrying(res, url, create)
+    except BaseException:
+        sent[0] += 1
+        if sent[0] > 1:
+            await _abort_orphans(s3, bucket, c.key, "")
+        raise
     _IN_FLIGHT.add(upload_id)
     journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
     etags: list[str] = [""] * count
@@ -273,5 +286,24 @@ async def _multipart(
         raise
     finally:
         _IN_FLIGHT.discard(upload_id)
+        if sent[0] > 1:
+            await _abort_orphans(s3, bucket, c.key, upload_id)
     await anyio.to_thread.run_sync(_journal_remove, journal)
     return etag
+
+
+async def _abort_orphans(s3: Any, bucket: str, key: str, ours: str) -> None:
+    """Abort the other open multipart uploads of ``key``, after a CreateMultipartUpload was sent
+    more than once: an answer lost on the way leaves an upload open that no journal knows.
+    (Another writer uploading the same key at that moment would see its upload fail loudly:
+    two writers of one key are a conflict either way.)"""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+        try:
+            found = await s3.list_multipart(bucket, key)
+        except Exception as exc:
+            log.warning("s3://%s/%s: could not list open multipart uploads (%s)", bucket, key, exc)
+            return
+        for k, upload_id, _ in found:
+            if k == key and upload_id != ours:
+                log.info("s3://%s/%s: aborting a multipart upload left open by a lost answer", bucket, key)
+                await s3.abort_multipart(bucket, k, upload_id)

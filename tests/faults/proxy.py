@@ -6,7 +6,9 @@ request reaches the server, or after the server answered: ``drop``), answer a
 synthetic error (503 SlowDown, 500, 403...), cut the response body short at half (with a reset:
 ``truncate``; with a clean FIN: ``cut``), flip one byte of it (or of the request body:
 ``flip_request``), slow it down, stall forever (before answering: ``stall``; after half the
-body: ``stall_half``), or hold the response until the test releases it.
+body: ``stall_half``), hold the response (``hold``) or the request (``hold_request``) until
+the test releases it, or forward the request without its ``If-Match`` header
+(``strip_if_match``: a server that ignores it).
 
 `FaultProxy.outage` opens a window of unavailability once a number of body bytes went through:
 every connection is reset (new ones and those in flight), or every request is answered
@@ -37,7 +39,7 @@ IDLE_TIMEOUT = 60.0
 CHUNK = 16 * 1024
 
 ACTIONS = ("pass", "reset", "drop", "status", "truncate", "cut", "flip", "flip_request", "latency", "stall",
-           "stall_half", "hold")
+           "stall_half", "hold", "hold_request", "strip_if_match", "hold_strip")
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,7 @@ class FaultProxy:
         self.request_bytes = 0  # request body bytes relayed to the server
         self._outage: tuple[int, float, str] | None = None
         self.outage_started: float | None = None  # time.monotonic() when the outage window opened
+        self.outages: list[float] = []  # when each outage window opened
 
     # ------------------------------------------------------------------ control
 
@@ -269,7 +272,7 @@ class FaultProxy:
         ``kind="reset"`` resets every connection, ``kind="slowdown"`` answers every request 503 SlowDown."""
         assert kind in ("reset", "slowdown")
         self.outage_started = None
-        self._outage = (after_bytes, seconds, kind)
+        self._outage = (after_bytes, seconds, kind) if seconds > 0 else None
 
     def _down(self) -> str | None:
         """The kind of the outage under way, else ``None``."""
@@ -281,6 +284,7 @@ class FaultProxy:
             if self.body_bytes + self.request_bytes < after:
                 return None
             self.outage_started = now
+            self.outages.append(now)
         return kind if now < self.outage_started + seconds else None
 
     def count(self, kind: str | None = None, method: str | None = None, path: str | None = None) -> int:
@@ -375,6 +379,11 @@ class FaultProxy:
                     damaged = bytearray(body)
                     damaged[len(body) // 2] ^= 0xFF
                     body = bytes(damaged)
+                if action.kind in ("hold_request", "hold_strip"):  # the request waits before it reaches the server
+                    await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, IDLE_TIMEOUT)
+                if action.kind in ("strip_if_match", "hold_strip"):
+                    pairs = [(k, v) for k, v in pairs if k.lower() != "if-match"]
+                    raw = _build_head(first, pairs)
                 if upstream is None:
                     upstream = await asyncio.wait_for(
                         asyncio.open_connection(*self.upstream, limit=MAX_HEAD), IDLE_TIMEOUT)
