@@ -152,7 +152,7 @@ class Fault(enum.Enum):
 
 
 THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
-                            "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})
+                            "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})  # as in _s3
 
 
 # Foreign network errors, by class name: this module imports neither aiohttp nor botocore.

@@ -11,7 +11,7 @@ import datetime
 import email.utils
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -303,11 +303,21 @@ def parse_timestamp(value: str) -> datetime.datetime:
         return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
-class ClientPool:
-    """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
+THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
+                            "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})
 
-    def __init__(self, options: ClientOptions) -> None:
+
+class ClientPool:
+    """One aiobotocore client per profile, on the loop that created the pool; closed with it.
+
+    ``on_throttle`` is called for every throttling answer (503 SlowDown...), including those
+    botocore retries by itself, so the whole mirror can back off at once (see
+    `_transfer.context.Throttle`).
+    """
+
+    def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None) -> None:
         self._options = options
+        self._on_throttle = on_throttle
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Profile | None, S3] = {}
         self._lock = anyio.Lock()
@@ -359,12 +369,24 @@ class ClientPool:
             try:
                 creator = self._session(profile).create_client("s3", **kwargs)
                 client = await self._stack.enter_async_context(creator)
+                if self._on_throttle is not None:
+                    client.meta.events.register("needs-retry.s3", self._observe)
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
                 raise translate(exc, where) from exc
             found = self._clients[profile] = S3(client)
             return found
+
+    def _observe(self, response: Any = None, **_: Any) -> None:
+        """botocore's ``needs-retry`` event, observed only (returns ``None``: botocore decides)."""
+        if self._on_throttle is None or not isinstance(response, tuple) or len(response) != 2:
+            return
+        parsed = response[1] if isinstance(response[1], Mapping) else {}
+        status = getattr(response[0], "status_code", 0)
+        code = str(parsed.get("Error", {}).get("Code", ""))
+        if code in THROTTLE_CODES or status in (429, 503):
+            self._on_throttle()
 
     async def aclose(self) -> None:
         """Close every client."""

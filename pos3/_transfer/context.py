@@ -167,7 +167,8 @@ class Resources:
         self.private = cache_root / ".pos3"
         self.options = options
         self.progress = progress
-        self.pool = ClientPool(options.clients)
+        self.throttle = Throttle()
+        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True))
         self.limiter = anyio.Semaphore(options.max_workers)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
         # Upload bodies are read whole into memory: this bounds how many are at once, so peak
@@ -175,7 +176,6 @@ class Resources:
         self.body_slots = anyio.Semaphore(max(1, options.upload_buffer_bytes // options.part_size))
         rate = options.max_upload_bytes_per_second
         self.rate = RateLimit(rate) if rate else None
-        self.throttle = Throttle()
         self._store: StateStore | None = None
 
     async def store(self) -> StateStore:

@@ -556,3 +556,15 @@ def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
     assert not (cache_root / "_" / bucket / "a").exists()
     assert (cache_root / "_" / bucket / "b" / "blob").exists()
     assert run("cache", "prune", "--max-bytes", "lots", cache_root=cache_root).returncode == 2
+
+
+def test_stall_timeout_flag_reaches_the_mirror() -> None:
+    from pos3.cli import _open
+
+    args = build_parser().parse_args(["download", "s3://b/k", "--stall-timeout", "2.5", "-q"])
+    assert args.stall_timeout == 2.5
+    assert _open(args)._options.retry.stall_timeout == 2.5
+    default = build_parser().parse_args(["download", "s3://b/k", "-q"])
+    assert _open(default)._options.retry.stall_timeout == 15.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["download", "s3://b/k", "--stall-timeout", "0"])
