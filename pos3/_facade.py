@@ -240,6 +240,8 @@ def mirror(
     read_timeout: float = 60.0,
     retry_mode: str = "standard",
     max_attempts: int = 5,
+    stall_timeout: float = 15.0,
+    outage_budget: float = 60.0,
 ) -> SyncMirror:
     """Mirror S3 onto local disk for blocking code: ``with pos3.mirror():``.
 
@@ -251,7 +253,7 @@ def mirror(
     with the same names and defaults: ``cache_root``, ``show_progress``, ``max_workers``,
     ``default_profile``, ``max_upload_bytes_per_second``, and the keyword-only
     ``cache_max_bytes``, ``lock_timeout``, ``connect_timeout``, ``read_timeout``,
-    ``retry_mode`` and ``max_attempts``.
+    ``retry_mode``, ``max_attempts``, ``stall_timeout`` and ``outage_budget``.
 
     Returns:
         A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
@@ -264,7 +266,8 @@ def mirror(
     return SyncMirror(cache_root=cache_root, show_progress=show_progress, max_workers=max_workers,
                       default_profile=default_profile, max_upload_bytes_per_second=max_upload_bytes_per_second,
                       cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
-                      read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts)
+                      read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts,
+                      stall_timeout=stall_timeout, outage_budget=outage_budget)
 
 
 @overload
@@ -283,6 +286,8 @@ def with_mirror(
     read_timeout: float = 60.0,
     retry_mode: str = "standard",
     max_attempts: int = 5,
+    stall_timeout: float = 15.0,
+    outage_budget: float = 60.0,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
 

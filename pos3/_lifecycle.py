@@ -23,6 +23,7 @@ from ._cache import Pin, prune
 from ._engine import Engine, EngineOptions
 from ._errors import AsyncioRequiredError, NotFoundError
 from ._exclude import Excluder
+from ._policy import RetrySettings
 from ._profiles import Profile
 from ._progress import Progress
 from ._registry import (
@@ -48,7 +49,8 @@ log = logging.getLogger("pos3")
 
 def engine_options(
     max_workers: int, max_upload_bytes_per_second: float | None, lock_timeout: float, connect_timeout: float,
-    read_timeout: float, retry_mode: str, max_attempts: int,
+    read_timeout: float, retry_mode: str, max_attempts: int, *, stall_timeout: float = 15.0,
+    outage_budget: float = 60.0,
 ) -> EngineOptions:
     """Validate the mirror's tuning arguments into `EngineOptions`."""
     if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
@@ -59,8 +61,12 @@ def engine_options(
         )
     if retry_mode not in ("standard", "adaptive", "legacy"):
         raise ValueError(f"retry_mode must be 'standard' or 'adaptive', not {retry_mode!r}")
+    for name, value in (("stall_timeout", stall_timeout), ("outage_budget", outage_budget)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return EngineOptions(
         max_workers=max_workers,
+        retry=RetrySettings(stall_timeout=float(stall_timeout), outage_budget=float(outage_budget)),
         max_upload_bytes_per_second=max_upload_bytes_per_second,
         lock_timeout=lock_timeout,
         clients=ClientOptions(

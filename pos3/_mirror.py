@@ -57,10 +57,17 @@ class AsyncMirror(MirrorCore):
         read_timeout: Seconds without a byte before a read fails.
         retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
         max_attempts: Total attempts per request, the first one included.
+        stall_timeout: Seconds without a byte of a response body before pos3 aborts it and
+            resumes from the last good byte (default 15 s). Separate from ``read_timeout``,
+            which stays a backstop.
+        outage_budget: Seconds a transfer keeps retrying connection failures (refused, reset,
+            DNS, TLS handshake, no answer) and throttling before it is reported as failed
+            (default 60 s: covers 30 s of unavailability; see docs/guarantees.md).
 
     Raises:
         ValueError: An argument is out of range (``max_workers`` below 1, a rate that is not
-            positive, an unknown ``retry_mode``).
+            positive, an unknown ``retry_mode``, a ``stall_timeout`` or ``outage_budget`` that is not
+            positive).
         ProfileError: ``default_profile`` names an unknown profile.
     """
 
@@ -78,10 +85,12 @@ class AsyncMirror(MirrorCore):
         read_timeout: float = 60.0,
         retry_mode: str = "standard",
         max_attempts: int = 5,
+        stall_timeout: float = 15.0,
+        outage_budget: float = 60.0,
     ) -> None:
         super().__init__(
             engine_options(max_workers, max_upload_bytes_per_second, lock_timeout, connect_timeout, read_timeout,
-                           retry_mode, max_attempts),
+                           retry_mode, max_attempts, stall_timeout=stall_timeout, outage_budget=outage_budget),
             (Path(cache_root).expanduser() if cache_root is not None else default_cache_root()).resolve(),
             cache_limit(cache_max_bytes),
             resolve_profile(default_profile),
@@ -388,6 +397,8 @@ def amirror(
     read_timeout: float = 60.0,
     retry_mode: str = "standard",
     max_attempts: int = 5,
+    stall_timeout: float = 15.0,
+    outage_budget: float = 60.0,
 ) -> AsyncMirror:
     """An async context manager mirroring S3 for asyncio code: ``async with pos3.amirror() as m:``.
 
@@ -403,4 +414,5 @@ def amirror(
     """
     return AsyncMirror(cache_root, show_progress, max_workers, default_profile, max_upload_bytes_per_second,
                        cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
-                       read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts)
+                       read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts,
+                       stall_timeout=stall_timeout, outage_budget=outage_budget)

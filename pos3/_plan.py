@@ -383,7 +383,7 @@ def plan_download(
             local_changed = changed_locally(rel, lf, rec)
             if local_changed is None:
                 continue
-            remote_changed = obj.etag != rec.etag
+            remote_changed = obj.etag != rec.etag or obj.size != rec.size  # a new size is a new version
             if local_changed and not keep_local:
                 copies.append(Copy(rel, obj.key, obj.size, Reason.CHANGED_LOCAL))
             elif local_changed:

@@ -11,7 +11,7 @@ import datetime
 import email.utils
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,11 +222,16 @@ class S3:
         return True
 
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
+        return (await self.open_multipart(bucket, key, metadata))[0]
+
+    async def open_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> tuple[str, int]:
+        """Create a multipart upload: its id, and how many times botocore had to send the request
+        (an answer lost on the way may have left another upload open)."""
         try:
             resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from None
-        return str(resp["UploadId"])
+        return str(resp["UploadId"]), int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes,
                           md5: str | None = None) -> str:
@@ -362,11 +367,21 @@ def _fail_fast_on_certificate_failure(caught_exception: BaseException | None = N
         raise caught_exception
 
 
-class ClientPool:
-    """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
+THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
+                            "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})
 
-    def __init__(self, options: ClientOptions) -> None:
+
+class ClientPool:
+    """One aiobotocore client per profile, on the loop that created the pool; closed with it.
+
+    ``on_throttle`` is called for every throttling answer (503 SlowDown...), including those
+    botocore retries by itself, so the whole mirror can back off at once (see
+    `_transfer.context.Throttle`).
+    """
+
+    def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None) -> None:
         self._options = options
+        self._on_throttle = on_throttle
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Profile | None, S3] = {}
         self._lock = anyio.Lock()
@@ -427,6 +442,8 @@ class ClientPool:
             try:
                 creator = self._session(profile).create_client("s3", **kwargs)
                 client = await self._stack.enter_async_context(creator)
+                if self._on_throttle is not None:
+                    client.meta.events.register("needs-retry.s3", self._observe)
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
@@ -435,6 +452,16 @@ class ClientPool:
             client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
             found = self._clients[profile] = S3(client)
             return found
+
+    def _observe(self, response: Any = None, **_: Any) -> None:
+        """botocore's ``needs-retry`` event, observed only (returns ``None``: botocore decides)."""
+        if self._on_throttle is None or not isinstance(response, tuple) or len(response) != 2:
+            return
+        parsed = response[1] if isinstance(response[1], Mapping) else {}
+        status = getattr(response[0], "status_code", 0)
+        code = str(parsed.get("Error", {}).get("Code", ""))
+        if code in THROTTLE_CODES or status in (429, 503):
+            self._on_throttle()
 
     async def aclose(self) -> None:
         """Close every client."""

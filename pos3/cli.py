@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     tgroup.add_argument("--progress", action="store_true",
                         help="show progress bars on stderr even when it is not a terminal (a one-line summary "
                              "is always printed, except with -q)")
+    tgroup.add_argument("--stall-timeout", metavar="SECONDS", type=_seconds, default=15.0,
+                        help="abort and resume a response body that sends no byte for this long (default 15)")
 
     ls = commands.add_parser(
         "ls", parents=[common], formatter_class=_Formatter, epilog=_LS_EPILOG,
@@ -255,6 +257,16 @@ def _shard(value: str) -> tuple[int, int]:
         return check_shard((int(rank), int(world))) or (0, 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r}: expected RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/8") from None
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a positive number of seconds is needed")
+    return seconds
 
 
 def _size(value: str) -> int:
@@ -503,7 +515,8 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
     if progress is None:  # bars on a terminal or with --progress, a summary line unless -q: see cli_mode
         progress = not args.quiet
-    m = amirror(cache_root=args.cache_root, show_progress=progress)
+    m = amirror(cache_root=args.cache_root, show_progress=progress,
+               stall_timeout=getattr(args, "stall_timeout", 15.0))
     verify = False if getattr(args, "no_verify_ssl", False) else getattr(args, "ca_bundle", None)
     if verify is not None:
         # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
+from .. import _policy
 from .._plan import Copy, LocalTree, Record, RemoteTree
 from .._profiles import Profile
 from .._progress import Progress
@@ -19,7 +22,10 @@ from .._s3 import ClientOptions, ClientPool
 from .._state import StateStore
 from .._urls import S3URL
 
-__all__ = ["EngineOptions", "RateLimit", "Resources", "Sources", "Target", "run_all"]
+__all__ = ["EngineOptions", "RateLimit", "Resources", "Sources", "Target", "Throttle", "retrying", "run_all"]
+
+log = logging.getLogger("pos3")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +39,7 @@ class EngineOptions:
     upload_buffer_bytes: int = 24 << 20  # upload bodies held in memory at once, across workers
     multipart_threshold: int = 8 << 20
     ranged_threshold: int = 32 << 20
-    body_retries: int = 3
+    retry: _policy.RetrySettings = field(default_factory=_policy.RetrySettings)
     lock_timeout: float = 600.0
     clients: ClientOptions = field(default_factory=ClientOptions)
 
@@ -105,6 +111,55 @@ class RateLimit:
                 await anyio.sleep(-self._available / self.rate)
 
 
+class Throttle:
+    """The mirror-wide pause after throttling answers (503 SlowDown), shared by every worker.
+
+    Levels and pauses are decided by `_policy.throttle_level` and `_policy.throttle_pause`;
+    every request waits here first, so a throttled endpoint sees the whole mirror slow down.
+    """
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.resume_at = 0.0
+
+    async def wait(self) -> None:
+        delay = self.resume_at - time.monotonic()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    def answered(self, *, slowed: bool) -> None:
+        now = time.monotonic()
+        level = _policy.throttle_level(self.level, now=now, resume_at=self.resume_at, slowed=slowed)
+        if slowed and now >= self.resume_at:
+            self.resume_at = now + _policy.throttle_pause(level, random.random())
+            log.info("the endpoint is throttling (503 SlowDown): every worker pauses %.1f s",
+                     self.resume_at - now)
+        self.level = level
+
+
+async def retrying(res: Resources, url: str, send: Callable[[], Awaitable[T]]) -> T:
+    """One request, retried through connection failures and throttling until the outage budget is spent."""
+    state = _policy.Attempts()
+    while True:
+        await res.throttle.wait()
+        try:
+            out = await send()
+        except Exception as exc:
+            fault = _policy.classify(exc, answered=False)
+            if fault is _policy.Fault.THROTTLE:
+                res.throttle.answered(slowed=True)
+            state, delay = _policy.after_failure(state, fault, progressed=False, now=time.monotonic(),
+                                                 rand=random.random(), settings=res.options.retry)
+            if delay is None:
+                raise
+            log.info("%s: %s; retrying in %.2f s", url, exc, delay)
+            await anyio.sleep(delay)
+            continue
+        if res.throttle.level:
+            res.throttle.answered(slowed=False)
+        return out
+
+
 class Resources:
     """The clients, limits and state store of one mirror, on the loop that created them."""
 
@@ -113,7 +168,8 @@ class Resources:
         self.private = cache_root / ".pos3"
         self.options = options
         self.progress = progress
-        self.pool = ClientPool(options.clients)
+        self.throttle = Throttle()
+        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True))
         self.limiter = anyio.Semaphore(options.max_workers)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
         # Upload bodies are read whole into memory: this bounds how many are at once, so peak

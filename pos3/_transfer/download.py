@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +19,13 @@ from typing import Any
 import anyio
 
 from .. import _local, _policy
-from .._errors import EndpointError, Failure, TransferError, translate
-from .._hashing import CHUNK, Hasher, file_digests, is_md5_etag
+from .._errors import EndpointError, Failure, IntegrityError, TransferError, translate
+from .._hashing import CHUNK, Hasher, file_digests
 from .._plan import Copy, LocalFile, Plan, Record
 from .._s3 import META_XXH3
 from .context import Resources, Sources, Target
-from .place import BODY_ERRORS, DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, place, raise_named
-from .ranged import Resume, ranged_get, verify
+from .place import DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, place, raise_named
+from .ranged import Resume, ranged_get, read_chunk, verify
 
 __all__ = ["run_download"]
 
@@ -137,13 +138,16 @@ async def download_file(
     res: Resources, s3: Any, target: Target, c: Copy, final: Path, confine: Path, staging: _local.Staging,
     progress: Callable[[int], object], listed_etag: str = "",
 ) -> Record:
-    """Fetch one object to ``final`` (ranged and resumable when large); its new record."""
+    """Fetch one object to ``final`` (ranged and resumable when large); its new record.
+
+    A body that fails its check is fetched again, up to ``RetrySettings.repairs`` times.
+    """
     bucket = target.url.bucket
     taken = time.time_ns()  # the record is taken no earlier: the file is written after this
     if _policy.is_ranged(c.size, res.options.ranged_threshold):
         tmp = await anyio.to_thread.run_sync(staging.resume_path, c.key)
         try:
-            etag, meta, xxh = await ranged_get(res, s3, bucket, c, tmp, progress, listed_etag)
+            etag, meta, xxh, size = await ranged_get(res, s3, bucket, c, tmp, progress, listed_etag)
             lf = await anyio.to_thread.run_sync(place, tmp, final, confine)
         except OSError as exc:
             if exc.errno in DISK_ERRNOS:  # a full or read-only disk: give the space back
@@ -155,43 +159,74 @@ async def download_file(
             Resume.forget(tmp)  # Ctrl-C: remove every temporary file
             raise
         await anyio.to_thread.run_sync(Resume.forget, tmp)
-        return Record.of(c.key, etag, c.size, lf, xxh, taken, meta.get("__last_modified", ""))
-    tmp = await anyio.to_thread.run_sync(staging.new_path)
-    try:
-        etag, meta, xxh, lf = await _streamed_get(res, s3, bucket, c, tmp, confine, final, progress)
-    except BaseException:
-        _local.Staging.discard(tmp)
-        raise
-    return Record.of(c.key, etag, c.size, lf, xxh, taken, meta.get("__last_modified", ""))
+        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get("__last_modified", ""))
+    url = f"s3://{bucket}/{c.key}"
+    seen: set[str] = set()  # xxh3 of bodies whose MD5 was not their ETag
+    repairs = 0
+    while True:
+        tmp = await anyio.to_thread.run_sync(staging.new_path)
+        try:
+            etag, meta, xxh, lf, size = await _streamed_get(res, s3, bucket, c, tmp, confine, final, progress,
+                                                           frozenset(seen), _policy.repair_split(c.size, repairs))
+        except Exception as exc:
+            _local.Staging.discard(tmp)
+            damaged = isinstance(translate(exc, url), IntegrityError)
+            if not damaged or not _policy.may_repair(repairs, res.options.retry):
+                raise
+            if isinstance(exc, _policy.ETagMismatch):
+                seen.add(exc.xxh3)
+            repairs += 1
+            log.warning("%s; fetching it again (%d of %d)", exc, repairs, res.options.retry.repairs)
+            continue
+        except BaseException:
+            _local.Staging.discard(tmp)
+            raise
+        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get("__last_modified", ""))
 
 
 async def _streamed_get(
     res: Resources, s3: Any, bucket: str, c: Copy, tmp: Path, confine: Path, final: Path,
-    progress: Callable[[int], object],
-) -> tuple[str, dict[str, str], str, LocalFile]:
-    """One GET; resumes from the last good byte after a broken body."""
+    progress: Callable[[int], object], seen: frozenset[str], split: int | None = None,
+) -> tuple[str, dict[str, str], str, LocalFile, int]:
+    """One GET; resumes from the last good byte while attempts bring bytes (see `_policy.after_failure`).
+
+    With ``split``, the body comes as two requests, the second from byte ``split`` on: a repair
+    is shaped unlike the fetch it repairs (see `_policy.repair_split`).
+    """
     url = f"s3://{bucket}/{c.key}"
+    settings = res.options.retry
     h: Hasher | None = None
     etag = ""
     meta: dict[str, str] = {}
     got = 0
     chunks: list[bytes] = []
     fh = None
-    attempts = 0
+    state = _policy.Attempts()
     try:
         while True:
+            answered = False
+            before = got
             try:
+                await res.throttle.wait()
                 async with s3.get(bucket, c.key, start=got, if_match=etag or None) as (body, resp):
+                    answered = True
+                    if res.throttle.level:
+                        res.throttle.answered(slowed=False)
                     if h is None:
                         etag = str(resp.get("ETag", "")).strip('"')
                         meta = dict(resp.get("Metadata") or {})
                         meta["__last_modified"] = str(getattr(resp.get("LastModified"), "isoformat", lambda: "")())
-                        h = Hasher(md5=is_md5_etag(etag) and META_XXH3 not in meta)
+                        md5 = _policy.etag_is_md5(etag, sse=str(resp.get("ServerSideEncryption") or ""),
+                                                  sse_customer=str(resp.get("SSECustomerAlgorithm") or ""))
+                        h = Hasher(md5=md5 and META_XXH3 not in meta)
                         size = int(resp.get("ContentLength", c.size))
                         if size != c.size:
                             c = Copy(c.rel, c.key, size, c.reason)
                     while True:
-                        chunk = await body.read(CHUNK)
+                        want = CHUNK if split is None else min(CHUNK, split - got)
+                        if want <= 0:
+                            break
+                        chunk = await read_chunk(body, want, settings.stall_timeout, url)
                         if not chunk:
                             break
                         got += len(chunk)
@@ -202,20 +237,27 @@ async def _streamed_get(
                             if fh is None:
                                 fh = await anyio.to_thread.run_sync(open, tmp, "wb")
                             await anyio.to_thread.run_sync(hash_and_write, h, fh, chunk)
+                if split is not None and got >= split:
+                    split = None  # the second request of a repair: from here to the end
+                    continue
                 if got < c.size:
                     raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)
                 break
-            except BODY_ERRORS as exc:
-                attempts += 1
-                if not _policy.may_retry_body(attempts, res.options.body_retries, started=h is not None):
+            except Exception as exc:
+                fault = _policy.classify(translate(exc, url), answered=answered)
+                if fault is _policy.Fault.THROTTLE:
+                    res.throttle.answered(slowed=True)
+                state, delay = _policy.after_failure(state, fault, progressed=got > before, now=time.monotonic(),
+                                                     rand=random.random(), settings=settings)
+                if delay is None:
                     raise
-                log.info("%s: body broke at byte %d (%s); resuming", url, got, exc)
-                await anyio.sleep(_policy.retry_delay(attempts))
+                log.info("%s: %s at byte %d; resuming in %.2f s", url, exc, got, delay)
+                await anyio.sleep(delay)
         assert h is not None
         hasher, size = h, c.size
 
         def check() -> None:
-            verify(url, hasher, etag, meta, got, size)
+            verify(url, hasher, etag, meta, got, size, seen)
 
         if fh is None:
             data = b"".join(chunks)
@@ -225,7 +267,7 @@ async def _streamed_get(
             await anyio.to_thread.run_sync(fh.close)
             fh = None
             lf = await anyio.to_thread.run_sync(place, tmp, final, confine)
-        return etag, meta, h.xxh3, lf
+        return etag, meta, h.xxh3, lf, size
     except OSError as exc:
         raise_named(exc, final, url)
     finally:

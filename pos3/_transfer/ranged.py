@@ -8,24 +8,29 @@ fingerprinted in order while later parts still arrive, then checked as a whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import random
+import time
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from .. import _policy
-from .._errors import EndpointError, IntegrityError, S3Error
-from .._hashing import CHUNK, Hasher, is_md5_etag
+from .._errors import EndpointError, IntegrityError, NotFoundError, S3Error, translate
+from .._hashing import CHUNK, Hasher
 from .._plan import Copy
 from .._s3 import META_XXH3
-from .context import Resources
-from .place import BODY_ERRORS, hash_range, raise_named
+from .context import Resources, retrying
+from .place import hash_range, raise_named
 
-__all__ = ["Resume", "ranged_get"]
+__all__ = ["Resume", "VersionChanged", "ranged_get", "read_chunk", "verify"]
+
+ETAG_IS_MD5 = "__etag_is_md5"  # journaled: whether the ETag of the parts on disk is their MD5
 
 log = logging.getLogger("pos3")
 
@@ -82,41 +87,121 @@ class Resume:
                 os.unlink(path)
 
 
-def verify(url: str, h: Hasher, etag: str, meta: Mapping[str, str], got: int, size: int) -> None:
+def verify(url: str, h: Hasher, etag: str, meta: Mapping[str, str], got: int, size: int,
+           seen: Collection[str] = ()) -> None:
     """Check a received body against its size and known checksum (see `_policy.check_body`)."""
     _policy.check_body(url, got=got, size=size, xxh3=h.xxh3, md5=h.md5, etag=etag,
-                       expected_xxh3=meta.get(META_XXH3))
+                       expected_xxh3=meta.get(META_XXH3), seen_mismatch=seen)
+
+
+async def read_chunk(body: Any, size: int, stall_timeout: float, url: str) -> bytes:
+    """The next chunk of a body; a body silent for ``stall_timeout`` seconds is a broken body."""
+    try:
+        with anyio.fail_after(stall_timeout):
+            chunk: bytes = await body.read(size)
+    except TimeoutError:
+        raise EndpointError(f"{url}: no byte for {stall_timeout:g} s (stalled)", url=url) from None
+    return chunk
+
+
+class VersionChanged(S3Error):
+    """The object changed since it was listed (If-Match failed, or another total size)."""
 
 
 async def ranged_get(
     res: Resources, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object],
     listed_etag: str = "",
-) -> tuple[str, dict[str, str], str]:
+) -> tuple[str, dict[str, str], str, int]:
     """Parallel ranged GETs into ``tmp``, then the whole file is checked.
 
+    Every range, the first included, is tied to the listed version (``If-Match`` on the listed
+    ETag, and the total size in ``Content-Range``). An object replaced since it was listed is
+    looked up again (HEAD) and fetched whole, at most twice.
+
+    A file failing its check is repaired, up to ``RetrySettings.repairs`` rounds: the parts are
+    fetched again, and a part whose bytes came identical twice is kept while the others are
+    fetched once more (`_policy.parts_to_refetch`); when every part agreed and the file still
+    fails, it is fetched whole again with other range boundaries (`_policy.repair_part`).
+
     Returns:
-        The ETag, the metadata and the xxh3 of the object.
+        The ETag, the metadata, the xxh3 and the size of the object.
     """
     url = f"s3://{bucket}/{c.key}"
-    part = _policy.download_part_size(c.size, res.options.part_size, res.options.download_part_size)
-    count = _policy.part_count(c.size, part)
-    journal = await anyio.to_thread.run_sync(Resume.load, tmp, c.key, c.size, listed_etag, part)
+    settings = res.options.retry
+    repairs = changes = shape = 0
+    seen: dict[str, set[int]] = {}  # xxh3 of files whose MD5 was not the ETag -> the shapes that gave it
+    votes: dict[int, list[str]] = {}  # part -> xxh3 of each fetch of it, in this shape
+    keep: set[int] | None = None  # parts that agreed between fetches: not fetched again
+    journal: Resume | None = None
+    while True:
+        base = _policy.download_part_size(c.size, res.options.part_size, res.options.download_part_size)
+        part = _policy.repair_part(base, c.size, shape)
+        count = _policy.part_count(c.size, part)
+        if journal is None or keep is None:
+            journal = await anyio.to_thread.run_sync(Resume.load, tmp, c.key, c.size, listed_etag, part)
+        else:
+            journal = Resume(tmp, c.key, c.size, journal.etag, part, journal.meta, set(keep))
+        fetched = set(range(count)) - journal.done
+        other_shapes = frozenset(x for x, shapes in seen.items() if shapes - {shape})
+        try:
+            etag, meta, xxh = await _ranged_parts(res, s3, bucket, c, tmp, progress, journal, count, url,
+                                                  listed_etag, other_shapes)
+            return etag, meta, xxh, c.size
+        except VersionChanged as exc:
+            changes += 1
+            if changes > 2:
+                raise
+            log.info("%s; fetching the new version", exc)
+            head = await retrying(res, url, functools.partial(s3.head, bucket, c.key))
+            if head is None:
+                raise NotFoundError(f"{url}: deleted while it was downloaded", url=url, code="NoSuchKey") from exc
+            c = Copy(c.rel, c.key, int(head.get("ContentLength", 0)), c.reason)
+            listed_etag = str(head.get("ETag", "")).strip('"')
+            journal = keep = None
+            votes.clear()
+        except IntegrityError as exc:
+            if not _policy.may_repair(repairs, settings):
+                await anyio.to_thread.run_sync(Resume.forget, tmp)  # never resume from damaged bytes
+                raise
+            repairs += 1
+            if isinstance(exc, _policy.ETagMismatch):
+                seen.setdefault(exc.xxh3, set()).add(shape)
+            hashes = await anyio.to_thread.run_sync(part_hashes, tmp, part, c.size, sorted(fetched))
+            for i, h in hashes.items():
+                votes.setdefault(i, []).append(h)
+            todo = _policy.parts_to_refetch(votes, count)
+            if todo:
+                keep = set(range(count)) - todo
+            else:  # every part agreed with an earlier fetch: fetch it all again, cut elsewhere
+                shape += 1
+                votes.clear()
+                journal = keep = None
+                await anyio.to_thread.run_sync(Resume.forget, tmp)
+            log.warning("%s; fetching %s again (%d of %d)", exc, f"{len(todo)} of {count} parts" if todo else "it",
+                        repairs, settings.repairs)
+
+
+def part_hashes(path: Path, part: int, size: int, indices: list[int]) -> dict[int, str]:
+    """The xxh3 of each part in ``indices`` of a partial file (blocking; a worker thread)."""
+    out: dict[int, str] = {}
+    fd = os.open(path, os.O_RDONLY)
     try:
-        return await _ranged_parts(res, s3, bucket, c, tmp, progress, journal, count, url)
-    except S3Error as exc:
-        if not _policy.is_changed_version(exc.code):
-            raise
-    # The object changed since the parts on disk were fetched (If-Match failed): start over.
-    log.info("%s changed since its partial download; starting over", url)
-    journal = await anyio.to_thread.run_sync(Resume.load, tmp, c.key, c.size, "", part)
-    return await _ranged_parts(res, s3, bucket, c, tmp, progress, journal, count, url)
+        for i in indices:
+            start, end = _policy.part_span(i, part, size)
+            h = Hasher()
+            hash_range(fd, h, start, end + 1)
+            out[i] = h.xxh3
+    finally:
+        os.close(fd)
+    return out
 
 
 async def _ranged_parts(
     res: Resources, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object], journal: Resume,
-    count: int, url: str,
+    count: int, url: str, listed_etag: str, seen: frozenset[str],
 ) -> tuple[str, dict[str, str], str]:
     part = journal.part
+    settings = res.options.retry
     info: dict[str, Any] = {"etag": journal.etag, "meta": journal.meta} if journal.etag else {}
     fd = await anyio.to_thread.run_sync(journal.open)
     failures: list[BaseException] = []
@@ -127,7 +212,8 @@ async def _ranged_parts(
     async def follow() -> None:
         """Fingerprint the file in order while later parts still arrive (no pass at the end)."""
         etag, meta = info["etag"], info["meta"]
-        h = Hasher(md5=is_md5_etag(etag) and META_XXH3 not in meta)
+        md5 = meta.get(ETAG_IS_MD5, "1") == "1" and _policy.etag_is_md5(etag)
+        h = Hasher(md5=md5 and META_XXH3 not in meta)
         pos = 0
         while pos < c.size:
             index = pos // part
@@ -145,16 +231,29 @@ async def _ranged_parts(
 
         async def fetch(index: int) -> None:
             pos, end = _policy.part_span(index, part, c.size)
-            attempts = 0
+            state = _policy.Attempts()
             while pos <= end:
+                answered = False
+                before = pos
                 try:
+                    await res.throttle.wait()
                     async with res.limiter, s3.get(bucket, c.key, start=pos, end=end,
-                                                   if_match=info.get("etag")) as (body, resp):
+                                                   if_match=info.get("etag") or listed_etag or None) as (body, resp):
+                        answered = True
+                        if res.throttle.level:
+                            res.throttle.answered(slowed=False)
+                        total = _policy.content_range_total(str(resp.get("ContentRange") or ""))
+                        if total is not None and total != c.size:
+                            raise VersionChanged(f"{url}: the object changed since it was listed ({total} bytes, "
+                                                 f"listed {c.size})", url=url, code="PreconditionFailed")
                         if "etag" not in info:
                             info["etag"] = str(resp.get("ETag", "")).strip('"')
                             info["meta"] = dict(resp.get("Metadata") or {})
+                            md5 = _policy.etag_is_md5(info["etag"], sse=str(resp.get("ServerSideEncryption") or ""),
+                                                      sse_customer=str(resp.get("SSECustomerAlgorithm") or ""))
+                            info["meta"][ETAG_IS_MD5] = "1" if md5 else "0"  # journaled with the parts
                         while pos <= end:
-                            chunk = await body.read(min(CHUNK, end + 1 - pos))
+                            chunk = await read_chunk(body, min(CHUNK, end + 1 - pos), settings.stall_timeout, url)
                             if not chunk:
                                 break
                             await anyio.to_thread.run_sync(os.pwrite, fd, chunk, pos)
@@ -162,11 +261,22 @@ async def _ranged_parts(
                             progress(len(chunk))
                     if pos <= end:
                         raise EndpointError(f"{url}: part body ended early at byte {pos}", url=url)
-                except BODY_ERRORS:
-                    attempts += 1
-                    if not _policy.may_retry_body(attempts, res.options.body_retries):
+                except Exception as exc:
+                    err = translate(exc, url)
+                    if isinstance(err, VersionChanged):
                         raise
-                    await anyio.sleep(_policy.retry_delay(attempts))
+                    if isinstance(err, S3Error) and _policy.is_changed_version(err.code):
+                        raise VersionChanged(f"{url}: the object changed since it was listed (If-Match failed)",
+                                             url=url, code=err.code) from exc
+                    fault = _policy.classify(err, answered=answered)
+                    if fault is _policy.Fault.THROTTLE:
+                        res.throttle.answered(slowed=True)
+                    state, delay = _policy.after_failure(state, fault, progressed=pos > before, now=time.monotonic(),
+                                                         rand=random.random(), settings=settings)
+                    if delay is None:
+                        raise
+                    log.info("%s: %s at byte %d; resuming in %.2f s", url, exc, pos, delay)
+                    await anyio.sleep(delay)
             async with save:
                 await anyio.to_thread.run_sync(journal.mark_done, index, info["etag"], info["meta"])
             landed[0].set()
@@ -201,9 +311,5 @@ async def _ranged_parts(
     etag, meta = info["etag"], info["meta"]
     h = hashed["h"]
     size = await anyio.to_thread.run_sync(lambda: os.stat(tmp).st_size)
-    try:
-        verify(url, h, etag, meta, size, c.size)
-    except IntegrityError:
-        await anyio.to_thread.run_sync(Resume.forget, tmp)  # never resume from damaged bytes
-        raise
+    verify(url, h, etag, meta, size, c.size, seen)
     return etag, meta, h.xxh3

@@ -3,7 +3,8 @@
 Open multipart uploads pos3 started are journaled (one small JSON file each, under
 ``<cache_root>/.pos3/multipart/``) until completed or aborted. A process killed mid-upload
 leaves its entry behind; the next upload of that prefix aborts it, so no hidden parts stay billed.
-Every PUT carries the body's MD5, and the returned ETag is checked (`_twice` sends again once).
+Every PUT carries the body's MD5, and the returned ETag is checked (`_send` sends again, bounded).
+Connection failures and throttling are retried until the outage budget is spent (`retrying`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .._errors import Failure, IntegrityError, TransferError, translate
 from .._hashing import Hasher, file_digests
 from .._plan import Copy, LocalFile, Plan, Record, is_racy
 from .._s3 import META_XXH3
-from .context import Resources, Sources, Target, run_all
+from .context import Resources, Sources, Target, retrying, run_all
 
 __all__ = ["Unsettled", "abort_stale_multipart", "run_upload", "upload_file"]
 
@@ -67,13 +68,18 @@ def _pread(path: Path, offset: int, size: int) -> tuple[bytes, str]:
     return data, hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-async def _twice(send: Callable[[], Awaitable[str]]) -> str:
-    """Send once more when the server stored other bytes than were sent (a damaged request)."""
-    try:
-        return await send()
-    except IntegrityError as exc:
-        log.warning("%s; sending it again", exc)
-        return await send()
+async def _send(res: Resources, url: str, send: Callable[[], Awaitable[str]]) -> str:
+    """Send a body through outages and throttling (`retrying`); send it again, up to
+    ``RetrySettings.repairs`` times, when the server stored other bytes than were sent."""
+    repairs = 0
+    while True:
+        try:
+            return await retrying(res, url, send)
+        except IntegrityError as exc:
+            if not _policy.may_repair(repairs, res.options.retry):
+                raise
+            repairs += 1
+            log.warning("%s; sending it again (%d of %d)", exc, repairs, res.options.retry.repairs)
 
 
 # ---------------------------------------------------------------------------- journal of open uploads
@@ -184,7 +190,7 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
             url = target.url.child(c.key)
             try:
                 if c.is_dir:
-                    await s3.put(bucket, c.key, b"", {})
+                    await retrying(res, str(url), lambda: s3.put(bucket, c.key, b"", {}))
                     return
                 rec = await upload_file(res, s3, bucket, c, local_path(c.rel), bar.update)
                 if rec is not None:
@@ -233,7 +239,7 @@ async def upload_file(
             data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
             if res.rate:
                 await res.rate.acquire(len(data))
-            etag = await _twice(lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
+            etag = await _send(res, url, lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
             progress(len(data))
             size = len(data)
             del data
@@ -264,12 +270,26 @@ async def _multipart(
     """
     part = _policy.upload_part_size(before.size, res.options.part_size)
     count = max(1, _policy.part_count(before.size, part))
+    url = f"s3://{bucket}/{c.key}"
+    creates = [0]  # CreateMultipartUpload requests sent: more than one may have left an upload open
+
+    async def create() -> str:
+        upload_id, attempts = await s3.open_multipart(bucket, c.key, {META_XXH3: xxh})
+        creates[0] += attempts
+        return str(upload_id)
+
     # Shielded: a cancellation that arrived while the server was creating the upload would lose
     # its id, and with it the abort below; it is delivered at the next checkpoint, inside the try.
-    with anyio.CancelScope(shield=True):
-        upload_id = await s3.create_multipart(bucket, c.key, {META_XXH3: xxh})
-        _IN_FLIGHT.add(upload_id)
-        journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
+    try:
+        with anyio.CancelScope(shield=True):
+            upload_id: str = await retrying(res, url, create)
+    except BaseException:
+        creates[0] += 1
+        if creates[0] > 1:
+            await _abort_orphans(s3, bucket, c.key, "")
+        raise
+    _IN_FLIGHT.add(upload_id)
+    journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
     etags: list[str] = [""] * count
     sent: list[str] = [""] * count
     try:
@@ -280,8 +300,8 @@ async def _multipart(
                 sent[index] = md5
                 if res.rate:
                     await res.rate.acquire(len(data))
-                etags[index] = await _twice(
-                    lambda: s3.upload_part(bucket, c.key, upload_id, index + 1, data, md5=md5))
+                etags[index] = await _send(
+                    res, url, lambda: s3.upload_part(bucket, c.key, upload_id, index + 1, data, md5=md5))
                 progress(len(data))
 
         await run_all(*(functools.partial(send, i) for i in range(count)))
@@ -294,7 +314,7 @@ async def _multipart(
                 again = await anyio.to_thread.run_sync(_digests_by_part, path, part)
             if again != (xxh, sent):
                 raise Unsettled(str(path))
-        etag: str = await s3.complete_multipart(bucket, c.key, upload_id, etags)
+        etag: str = await retrying(res, url, lambda: s3.complete_multipart(bucket, c.key, upload_id, etags))
     except BaseException:
         if await s3.abort_multipart(bucket, c.key, upload_id, strict=True):
             with anyio.CancelScope(shield=True):
@@ -302,5 +322,24 @@ async def _multipart(
         raise
     finally:
         _IN_FLIGHT.discard(upload_id)
+        if creates[0] > 1:
+            await _abort_orphans(s3, bucket, c.key, upload_id)
     await anyio.to_thread.run_sync(_journal_remove, journal)
     return etag
+
+
+async def _abort_orphans(s3: Any, bucket: str, key: str, ours: str) -> None:
+    """Abort the other open multipart uploads of ``key``, after a CreateMultipartUpload was sent
+    more than once: an answer lost on the way leaves an upload open that no journal knows.
+    (Another writer uploading the same key at that moment would see its upload fail loudly:
+    two writers of one key are a conflict either way.)"""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+        try:
+            found = await s3.list_multipart(bucket, key)
+        except Exception as exc:
+            log.warning("s3://%s/%s: could not list open multipart uploads (%s)", bucket, key, exc)
+            return
+        for k, upload_id, _ in found:
+            if k == key and upload_id != ours:
+                log.info("s3://%s/%s: aborting a multipart upload left open by a lost answer", bucket, key)
+                await s3.abort_multipart(bucket, k, upload_id)

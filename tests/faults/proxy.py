@@ -4,9 +4,16 @@ It listens on 127.0.0.1, forwards HTTP/1.1 to one upstream (the S3 server under 
 TLS with ``upstream_ca``; it can also serve TLS itself with ``server_ssl``) and, for each
 request, asks a seeded `Scenario` what to do: pass it through, reset the connection (before the
 request reaches the server, or after the server answered: ``drop``), answer a
-synthetic error (503 SlowDown, 500, 403...), cut the response body short, flip one byte of it
-(or of the request body: ``flip_request``),
-slow it down, stall forever, or hold the response until the test releases it.
+synthetic error (503 SlowDown, 500, 403...), cut the response body short at half (with a reset:
+``truncate``; with a clean FIN: ``cut``), flip one byte of it (or of the request body:
+``flip_request``), slow it down, stall forever (before answering: ``stall``; after half the
+body: ``stall_half``), hold the response (``hold``) or the request (``hold_request``) until
+the test releases it, or forward the request without its ``If-Match`` header
+(``strip_if_match``: a server that ignores it).
+
+`FaultProxy.outage` opens a window of unavailability once a number of body bytes went through:
+every connection is reset (new ones and those in flight), or every request is answered
+``503 SlowDown``, for that many seconds; then the server is back.
 
 It parses request lines, headers and bodies (Content-Length or chunked) and response status,
 headers and body length, so faults land exactly where the scenario says. It runs its own event
@@ -24,6 +31,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -33,7 +41,8 @@ MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT = 60.0
 CHUNK = 16 * 1024
 
-ACTIONS = ("pass", "reset", "drop", "status", "truncate", "flip", "flip_request", "latency", "stall", "hold")
+ACTIONS = ("pass", "reset", "drop", "status", "truncate", "cut", "flip", "flip_request", "latency", "stall",
+           "stall_half", "hold", "hold_request", "strip_if_match", "hold_strip")
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,10 @@ class FaultProxy:
         self.errors: list[BaseException] = []
         self.body_bytes = 0  # response body bytes relayed to clients
         self.connections = 0  # TCP connections accepted (with ``server_ssl``: before the TLS handshake)
+        self.request_bytes = 0  # request body bytes relayed to the server
+        self._outage: tuple[int, float, str] | None = None
+        self.outage_started: float | None = None  # time.monotonic() when the outage window opened
+        self.outages: list[float] = []  # when each outage window opened
 
     # ------------------------------------------------------------------ control
 
@@ -266,6 +279,26 @@ class FaultProxy:
             loop.call_soon_threadsafe(self._request_stop)
         thread.join(10)
         self._loop = self._thread = None
+
+    def outage(self, seconds: float, *, after_bytes: int = 0, kind: str = "reset") -> None:
+        """Once ``after_bytes`` body bytes (either way) went through, be down for ``seconds``:
+        ``kind="reset"`` resets every connection, ``kind="slowdown"`` answers every request 503 SlowDown."""
+        assert kind in ("reset", "slowdown")
+        self.outage_started = None
+        self._outage = (after_bytes, seconds, kind) if seconds > 0 else None
+
+    def _down(self) -> str | None:
+        """The kind of the outage under way, else ``None``."""
+        if self._outage is None:
+            return None
+        after, seconds, kind = self._outage
+        now = time.monotonic()
+        if self.outage_started is None:
+            if self.body_bytes + self.request_bytes < after:
+                return None
+            self.outage_started = now
+            self.outages.append(now)
+        return kind if now < self.outage_started + seconds else None
 
     def count(self, kind: str | None = None, method: str | None = None, path: str | None = None) -> int:
         with self._log_lock:
@@ -330,9 +363,12 @@ class FaultProxy:
                     body = await _read_chunked(reader)
                 else:
                     body = b""
+                self.request_bytes += len(body)
                 path, _, query = target.partition("?")
                 req = Request(method, path, query, headers)
-                action = self.scenario.pick(req)
+                down = self._down()
+                action = self.scenario.pick(req) if down is None else Action(
+                    "reset" if down == "reset" else "status", status=503, code="SlowDown")
                 with self._log_lock:
                     self.log.append(Entry(method, path, query, action.kind, headers.get("range", "")))
 
@@ -343,6 +379,9 @@ class FaultProxy:
                     assert self._stopped is not None
                     await self._stopped.wait()
                     return
+                if down == "slowdown":
+                    with self._log_lock:
+                        self.log[-1] = Entry(method, path, query, "slowdown", headers.get("range", ""))
                 if action.kind == "status":
                     payload = _error_body(action.code, path) if method != "HEAD" else b""
                     size = len(_error_body(action.code, path))
@@ -356,6 +395,11 @@ class FaultProxy:
                     damaged = bytearray(body)
                     damaged[len(body) // 2] ^= 0xFF
                     body = bytes(damaged)
+                if action.kind in ("hold_request", "hold_strip"):  # the request waits before it reaches the server
+                    await asyncio.get_running_loop().run_in_executor(None, self.gate.wait, IDLE_TIMEOUT)
+                if action.kind in ("strip_if_match", "hold_strip"):
+                    pairs = [(k, v) for k, v in pairs if k.lower() != "if-match"]
+                    raw = _build_head(first, pairs)
                 if upstream is None:
                     upstream = await asyncio.wait_for(
                         asyncio.open_connection(*self.upstream, limit=MAX_HEAD, ssl=self._upstream_ssl),
@@ -407,7 +451,7 @@ class FaultProxy:
             writer.write(body)
             await writer.drain()
             return not close
-        cut = length // 2 if action.kind == "truncate" and length > 0 else None
+        cut = length // 2 if action.kind in ("truncate", "cut", "stall_half") and length > 0 else None
         flip_at = length // 2 if action.kind == "flip" and length > 0 else None
         sent = 0
         while length < 0 or sent < length:
@@ -417,9 +461,20 @@ class FaultProxy:
                 if length < 0:
                     break
                 raise ConnectionError("upstream closed inside a body")
+            if self._down() == "reset":
+                _reset(writer)
+                raise ConnectionError("reset by the outage")
             if cut is not None and sent + len(data) >= cut:
                 writer.write(data[: cut - sent])
                 await writer.drain()
+                self.body_bytes += cut - sent
+                if action.kind == "stall_half":  # then silence, the connection kept open
+                    assert self._stopped is not None
+                    await self._stopped.wait()
+                    raise ConnectionError("stalled on purpose")
+                if action.kind == "cut":  # a clean FIN after half the promised length
+                    writer.close()
+                    raise ConnectionError("cut on purpose")
                 _reset(writer)
                 raise ConnectionError("truncated on purpose")
             if flip_at is not None and sent <= flip_at < sent + len(data):

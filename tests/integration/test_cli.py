@@ -645,3 +645,15 @@ def test_ls_s3_lists_the_buckets(s3: Any, bucket: str, cache_root: Path) -> None
     assert res.stdout.splitlines() == [f"s3://{bucket}", f"s3://{bucket}-2"]
     res = run("ls", "--json", "s3://", cache_root=cache_root)
     assert [e["name"] for e in json.loads(res.stdout)] == [f"s3://{bucket}", f"s3://{bucket}-2"]
+
+
+def test_stall_timeout_flag_reaches_the_mirror() -> None:
+    from pos3.cli import _open
+
+    args = build_parser().parse_args(["download", "s3://b/k", "--stall-timeout", "2.5", "-q"])
+    assert args.stall_timeout == 2.5
+    assert _open(args)._options.retry.stall_timeout == 2.5
+    default = build_parser().parse_args(["download", "s3://b/k", "-q"])
+    assert _open(default)._options.retry.stall_timeout == 15.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["download", "s3://b/k", "--stall-timeout", "0"])

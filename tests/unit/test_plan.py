@@ -566,3 +566,15 @@ def test_upload_of_a_single_file_in_sync_plans_nothing() -> None:
     first = plan_upload("k.bin", local, remote, {}, delete=True)
     assert first.checks == (Check("", CheckKind.CONTENT_VS_REMOTE),)
     assert plan_upload("k.bin", local, remote, {}, delete=True, evidence={"": True}) == Plan(adopt=("",))
+
+
+def test_a_recorded_file_whose_remote_size_changed_is_fetched_even_with_the_same_etag() -> None:
+    # An ETag check fooled (a server reusing ETags, a record of a truncated placement): the size
+    # alone proves another version.
+    record = rec("p/a", "xy")
+    remote = RemoteTree({"a": RemoteFile("p/a", 3, record.etag)}, frozenset())
+    local = LocalTree({"a": lf("xy")}, frozenset())
+    plan = plan_download("p/", remote, local, {"a": record}, delete=False)
+    assert plan.copies == (Copy("a", "p/a", 3, Reason.CHANGED_REMOTE),)
+    same = RemoteTree({"a": RemoteFile("p/a", 2, record.etag)}, frozenset())
+    assert plan_download("p/", same, local, {"a": record}, delete=False).copies == ()

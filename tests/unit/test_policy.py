@@ -9,27 +9,40 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pos3 import IntegrityError
+from pos3 import AccessDeniedError, EndpointError, IntegrityError, S3Error
 from pos3._background import due_uploads, next_wake
 from pos3._exclude import Excluder
 from pos3._plan import LocalFile
 from pos3._policy import (
     MAX_DOWNLOAD_PART,
+    Attempts,
+    ETagMismatch,
+    Fault,
+    RetrySettings,
+    after_failure,
+    backoff,
     body_in_memory,
     check_body,
+    classify,
+    content_range_total,
     download_part_size,
+    etag_is_md5,
     is_changed_version,
     is_multipart,
     is_ranged,
     journal_fits,
-    may_retry_body,
+    may_repair,
     part_count,
     part_length,
     part_span,
+    parts_to_refetch,
     parts_todo,
-    retry_delay,
+    repair_part,
+    repair_split,
     same_state,
     settle_cutoff,
+    throttle_level,
+    throttle_pause,
     unsettled,
     upload_kept_still,
     upload_part_size,
@@ -79,12 +92,138 @@ def test_thresholds_choose_the_transfer_kind() -> None:
     assert body_in_memory(MiB) and not body_in_memory(MiB + 1)
 
 
-def test_a_broken_body_is_retried_a_bounded_number_of_times_after_it_started() -> None:
-    assert may_retry_body(1, 3) and may_retry_body(3, 3)
-    assert not may_retry_body(4, 3)
-    assert not may_retry_body(1, 3, started=False)
-    delays = [retry_delay(a) for a in range(1, 10)]
-    assert delays == sorted(delays) and delays[0] == pytest.approx(0.2) and max(delays) == 2.0
+SETTINGS = RetrySettings(no_progress=3, repairs=2, outage_budget=30.0, backoff_base=0.25, backoff_cap=5.0)
+
+
+def test_a_body_that_keeps_bringing_bytes_is_resumed_without_end() -> None:
+    state = Attempts()
+    for _ in range(100):  # far more breaks than no_progress, each with new bytes
+        state, delay = after_failure(state, Fault.BODY, progressed=True, now=0.0, rand=0.5, settings=SETTINGS)
+        assert delay is not None and delay <= 0.25
+    assert state.no_progress == 0
+
+
+def test_a_body_gives_up_after_n_attempts_in_a_row_without_progress() -> None:
+    state = Attempts()
+    state, delay = after_failure(state, Fault.BODY, progressed=True, now=0.0, rand=0.0, settings=SETTINGS)
+    delays = []
+    for _ in range(SETTINGS.no_progress - 1):
+        state, delay = after_failure(state, Fault.BODY, progressed=False, now=0.0, rand=0.0, settings=SETTINGS)
+        assert delay is not None
+        delays.append(delay)
+    assert delays == sorted(delays)
+    state, delay = after_failure(state, Fault.BODY, progressed=False, now=0.0, rand=0.0, settings=SETTINGS)
+    assert delay is None and state.no_progress == SETTINGS.no_progress
+    # one attempt with progress in between starts the count again
+    state, delay = after_failure(state, Fault.BODY, progressed=True, now=0.0, rand=0.0, settings=SETTINGS)
+    assert delay is not None and state.no_progress == 0
+
+
+def test_connection_failures_are_retried_until_the_outage_budget_is_spent() -> None:
+    state = Attempts()
+    now, slept, attempts = 100.0, 0.0, 0
+    while True:
+        state, delay = after_failure(state, Fault.CONNECTION, progressed=False, now=now, rand=1.0, settings=SETTINGS)
+        if delay is None:
+            break
+        assert delay <= SETTINGS.backoff_cap
+        now += delay + 0.01  # the failing attempt itself takes 10 ms
+        slept += delay
+        attempts += 1
+    assert state.outage_since == 100.0
+    assert now - 100.0 >= SETTINGS.outage_budget  # retried for the whole budget...
+    assert now - 100.0 < SETTINGS.outage_budget + 1  # ...and not longer
+    assert attempts <= 2 + SETTINGS.outage_budget / (SETTINGS.backoff_cap / 2)  # capped: few attempts
+    # An answer that brings bytes ends the outage: the budget starts afresh at the next failure.
+    state, delay = after_failure(state, Fault.CONNECTION, progressed=True, now=now, rand=1.0, settings=SETTINGS)
+    assert delay is not None and state.outage_since == now
+
+
+def test_throttling_shares_the_budget_and_fatal_errors_are_never_retried() -> None:
+    state, delay = after_failure(Attempts(), Fault.THROTTLE, progressed=False, now=0.0, rand=0.0, settings=SETTINGS)
+    assert delay is not None and state.outage_since == 0.0
+    _, delay = after_failure(state, Fault.THROTTLE, progressed=False, now=30.0, rand=0.0, settings=SETTINGS)
+    assert delay is None
+    _, delay = after_failure(Attempts(), Fault.FATAL, progressed=True, now=0.0, rand=0.0, settings=SETTINGS)
+    assert delay is None
+
+
+@given(retry=st.integers(1, 60), rand=st.floats(0.0, 1.0))
+def test_backoff_is_capped_exponential_with_equal_jitter(retry: int, rand: float) -> None:
+    d = backoff(retry, rand, 0.25, 5.0)
+    ceiling = min(5.0, 0.25 * 2 ** (retry - 1))
+    assert ceiling / 2 <= d <= ceiling
+    assert backoff(retry + 1, 0.0, 0.25, 5.0) >= backoff(retry, 0.0, 0.25, 5.0)
+
+
+def test_classify_tells_body_connection_throttle_and_fatal_apart() -> None:
+    import ssl
+
+    reset = ConnectionResetError(104, "reset")
+    assert classify(reset, answered=False) is Fault.CONNECTION
+    assert classify(reset, answered=True) is Fault.BODY
+    assert classify(EndpointError("s3://b/k: cannot reach"), answered=False) is Fault.CONNECTION
+    assert classify(TimeoutError(), answered=True) is Fault.BODY
+    assert classify(S3Error("s3://b/k: slow", code="SlowDown"), answered=False) is Fault.THROTTLE
+    assert classify(S3Error("s3://b/k: busy", code="503"), answered=False) is Fault.THROTTLE
+    assert classify(AccessDeniedError("s3://b/k: denied", code="AccessDenied"), answered=False) is Fault.FATAL
+    assert classify(IntegrityError("s3://b/k: damaged"), answered=True) is Fault.FATAL
+    assert classify(OSError(28, "No space left on device"), answered=True) is Fault.FATAL
+    cert = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    wrapped = EndpointError("s3://b/k: cannot reach the endpoint")
+    wrapped.__cause__ = cert
+    assert classify(wrapped, answered=False) is Fault.FATAL  # a bad certificate fails fast
+    assert classify(ssl.SSLError(1, "handshake failure"), answered=False) is Fault.CONNECTION
+
+
+def test_repairs_are_bounded() -> None:
+    assert may_repair(0, SETTINGS) and may_repair(1, SETTINGS)
+    assert not may_repair(2, SETTINGS)
+
+
+def test_a_damaged_large_file_fetches_again_only_parts_that_did_not_come_identical_twice() -> None:
+    assert parts_to_refetch({}, 3) == {0, 1, 2}
+    assert parts_to_refetch({0: ["a"], 1: ["b"], 2: ["c"]}, 3) == {0, 1, 2}  # one fetch proves nothing
+    assert parts_to_refetch({0: ["a", "a"], 1: ["b", "B"], 2: ["c", "c"]}, 3) == {1}
+    assert parts_to_refetch({0: ["a", "a"], 1: ["b", "B", "b"], 2: ["c", "c"]}, 3) == set()
+    assert parts_to_refetch({0: ["a", "a"], 1: ["b", "B", "x"], 2: ["c", "c"]}, 3) == {1}
+
+
+@given(size=st.integers(2, 10**9), part=st.integers(1, 10**8))
+def test_a_repair_cuts_the_object_elsewhere(size: int, part: int) -> None:
+    assert repair_part(part, size, 0) == part
+    counts = [part_count(size, repair_part(part, size, shape)) for shape in range(4)]
+    assert counts == sorted(counts)
+    splits = [repair_split(size, r) for r in range(5)]
+    assert splits[0] is None
+    assert all(s is not None and 0 < s < size for s in splits[1:])
+
+
+def test_throttle_level_rises_once_per_pause_and_eases_after_it() -> None:
+    assert throttle_level(0, now=10.0, resume_at=0.0, slowed=True) == 1
+    assert throttle_level(1, now=10.0, resume_at=12.0, slowed=True) == 1  # same burst, same pause
+    assert throttle_level(1, now=13.0, resume_at=12.0, slowed=True) == 2
+    assert throttle_level(2, now=11.0, resume_at=12.0, slowed=False) == 2  # still pausing
+    assert throttle_level(2, now=13.0, resume_at=12.0, slowed=False) == 1
+    assert throttle_level(0, now=13.0, resume_at=12.0, slowed=False) == 0
+    assert throttle_pause(0, 0.5) == 0.0
+    pauses = [throttle_pause(level, 1.0) for level in range(1, 12)]
+    assert pauses == sorted(pauses) and pauses[0] == 0.5 and max(pauses) == 20.0
+
+
+def test_etag_is_md5_unless_encrypted_with_kms_or_a_customer_key() -> None:
+    md5 = "0" * 32
+    assert etag_is_md5(md5) and etag_is_md5(md5, sse="AES256")
+    assert not etag_is_md5(md5, sse="aws:kms") and not etag_is_md5(md5, sse="aws:kms:dsse")
+    assert not etag_is_md5(md5, sse_customer="AES256")
+    assert not etag_is_md5("0" * 32 + "-2") and not etag_is_md5("")
+
+
+def test_content_range_total() -> None:
+    assert content_range_total("bytes 0-99/1000") == 1000
+    assert content_range_total("bytes */1000") == 1000
+    assert content_range_total("bytes 0-99/*") is None
+    assert content_range_total("") is None
 
 
 def test_a_resume_journal_is_trusted_only_for_the_same_version_and_a_full_size_file() -> None:
@@ -106,8 +245,19 @@ def test_check_body_prefers_the_pos3_fingerprint_then_the_md5_etag() -> None:
         check_body("s3://b/k", **{**ok, "got": 2}, expected_xxh3=None)  # type: ignore[arg-type]
     with pytest.raises(IntegrityError, match="pos3 fingerprint"):
         check_body("s3://b/k", **ok, expected_xxh3="y")  # type: ignore[arg-type]
-    with pytest.raises(IntegrityError, match="MD5 ETag"):
+    with pytest.raises(IntegrityError, match="MD5 ETag") as info:
         check_body("s3://b/k", **{**ok, "etag": "other"}, expected_xxh3=None)  # type: ignore[arg-type]
+    assert isinstance(info.value, ETagMismatch) and info.value.xxh3 == "x"
+
+
+def test_an_md5_mismatch_repeated_with_identical_bytes_means_the_etag_is_not_an_md5() -> None:
+    ok = {"got": 3, "size": 3, "md5": "m", "etag": "other", "expected_xxh3": None}
+    check_body("s3://b/k", xxh3="x", seen_mismatch={"x"}, **ok)  # type: ignore[arg-type]
+    with pytest.raises(ETagMismatch):  # other bytes than before: one of the two was damaged
+        check_body("s3://b/k", xxh3="y", seen_mismatch={"x"}, **ok)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError, match="fingerprint"):  # never overrides pos3's own fingerprint
+        check_body("s3://b/k", got=3, size=3, xxh3="x", md5="m", etag="m", expected_xxh3="z",
+                   seen_mismatch={"x"})
 
 
 def test_settled_files_and_unchanged_uploads() -> None:
