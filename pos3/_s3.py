@@ -2,6 +2,10 @@
 
 One client per (profile, event loop), created lazily and closed by the mirror that owns the
 `ClientPool`. Every call translates foreign errors once, with `_errors.translate`.
+
+aiobotocore and botocore are imported only when the first client is made (`ClientPool.get`):
+``import pos3``, ``pos3 --help`` and plans that need no request do not pay their import time
+(about 0.3 s). A test pins this (``tests/unit/test_lazy_import.py``).
 """
 
 from __future__ import annotations
@@ -16,24 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore import UNSIGNED
-from botocore.configprovider import (
-    BOTOCORE_DEFAUT_SESSION_VARIABLES,
-    DEFAULT_PROXIES_CONFIG_VARS,
-    DEFAULT_S3_CONFIG_VARS,
-    ConfigChainFactory,
-    ConfigValueStore,
-    SectionConfigProvider,
-)
-from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from ._errors import IntegrityError, NotFoundError, translate
 from ._plan import RemoteFile
 from ._profiles import Profile
 
 if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
 
 __all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
@@ -263,6 +257,16 @@ def _isolated_session() -> AioSession:
     ``AWS_PROFILE``, ``AWS_CONFIG_FILE`` or ``AWS_DEFAULT_REGION`` in the environment cannot reach
     a profile that carries its own credentials (or none, when public).
     """
+    from aiobotocore.session import AioSession
+    from botocore.configprovider import (
+        BOTOCORE_DEFAUT_SESSION_VARIABLES,
+        DEFAULT_PROXIES_CONFIG_VARS,
+        DEFAULT_S3_CONFIG_VARS,
+        ConfigChainFactory,
+        ConfigValueStore,
+        SectionConfigProvider,
+    )
+
     no_env = {
         name: (config_name, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
         for name, (config_name, _env, default, convert) in BOTOCORE_DEFAUT_SESSION_VARIABLES.items()
@@ -295,6 +299,8 @@ def parse_timestamp(value: str) -> datetime.datetime:
             stamp = email.utils.parsedate_to_datetime(value)
         return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=datetime.UTC)
     except (ValueError, TypeError, IndexError):
+        from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
         return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
@@ -308,6 +314,9 @@ class ClientPool:
         self._lock = anyio.Lock()
 
     def _config(self, profile: Profile | None) -> AioConfig:
+        from aiobotocore.config import AioConfig
+        from botocore import UNSIGNED
+
         o = self._options
         kwargs: dict[str, Any] = {
             "max_pool_connections": o.max_pool_connections,
@@ -325,6 +334,8 @@ class ClientPool:
         return AioConfig(**kwargs)
 
     def _session(self, profile: Profile | None) -> AioSession:
+        from aiobotocore.session import AioSession
+
         if profile is not None and (profile.has_credentials or profile.public):
             session = _isolated_session()
         else:
