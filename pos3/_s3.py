@@ -304,6 +304,19 @@ def parse_timestamp(value: str) -> datetime.datetime:
         return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
+def _lean(client: Any) -> None:
+    """Drop per-request work whose result pos3 does not need.
+
+    botocore rebuilds the User-Agent header for every request (a ``request-created`` handler) to
+    list the SDK features used so far; the header built at client creation is kept instead. This
+    touches no signature, checksum or retry: only the User-Agent text sent.
+    """
+    creator = getattr(client, "_user_agent_creator", None)
+    handler = getattr(creator, "rebuild_and_replace_user_agent_handler", None)
+    if handler is not None:
+        client.meta.events.unregister("request-created.s3", handler)
+
+
 class ClientPool:
     """One aiobotocore client per profile, on the loop that created the pool; closed with it."""
 
@@ -324,6 +337,9 @@ class ClientPool:
             "read_timeout": o.read_timeout,
             "retries": {"mode": o.retry_mode, "total_max_attempts": o.max_attempts},
             "tcp_keepalive": True,
+            # pos3 builds every request's parameters itself, from typed values: botocore's schema
+            # walk over them finds nothing and costs CPU on every request.
+            "parameter_validation": False,
         }
         if profile is not None:
             kwargs["s3"] = {"addressing_style": profile.addressing_style}
@@ -365,6 +381,7 @@ class ClientPool:
             try:
                 creator = self._session(profile).create_client("s3", **kwargs)
                 client = await self._stack.enter_async_context(creator)
+                _lean(client)
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
