@@ -29,7 +29,7 @@ from benchmarks import report
 from benchmarks.clients import PEERS, REPO, Client, discover, snapshot_pos3
 from benchmarks.datasets import Dataset, chunks, human_bytes
 from benchmarks.measure import run as measure
-from benchmarks.scenarios import Runner, scenarios
+from benchmarks.scenarios import LATENCY_CLIENTS, SCALE_CLIENTS, Runner, scenarios
 from benchmarks.server import Endpoint, ExternalEndpoint, MotoProcess
 
 
@@ -45,6 +45,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tree", type=int, help="objects in the re-sync tree")
     p.add_argument("--scale", type=int, help="objects (1 KiB each) in the scale tree")
     p.add_argument("--latencies", help="comma-separated first-byte latencies in ms (e.g. 25,100; 0: none)")
+    p.add_argument("--latency-clients", default=",".join(sorted(LATENCY_CLIENTS)),
+                   help="clients of the latency scenarios (default: %(default)s)")
+    p.add_argument("--scale-clients", default=",".join(sorted(SCALE_CLIENTS)),
+                   help="clients of the scale scenarios (default: %(default)s)")
+    p.add_argument("--tree-clients", help="clients of the 10,000-object tree scenarios (default: all)")
     p.add_argument("--planner", help="comma-separated sizes of the pure-planner benchmark (0: skip it)")
     p.add_argument("--endpoint", default=os.environ.get("BENCH_ENDPOINT"),
                    help="benchmark this S3 endpoint instead of a local moto server (env BENCH_ENDPOINT)")
@@ -110,27 +115,31 @@ def hashing_extras(work: Path, size: int) -> dict[str, str]:
 
 
 def startup_times(clients: list[Client], env: dict[str, str], work: Path, repeat: int = 5) -> dict[str, float]:
-    """Median wall time of ``import pos3``, ``pos3 --help`` and ``pos3 --version`` (whole process).
+    """Median wall and CPU time of ``import pos3``, ``pos3 --help`` and ``pos3 --version`` (whole process).
 
-    Each command runs once first, unmeasured, so that Python's bytecode cache is written.
+    Keys are ``"<command>"`` (wall) and ``"<command> cpu"``; ``python -c pass`` is measured the same
+    way as the baseline. Each command runs once first, unmeasured, so that Python's bytecode cache is
+    written, as an installed package has it.
     """
     pos3 = clients[0]
     cli = next((c for c in clients if c.key == "pos3_cli" and c.available), None)
-    cmds = {"import pos3": [pos3.python, "-c", "import pos3"]}
+    cmds = {"python -c pass": [pos3.python, "-c", "pass"], "import pos3": [pos3.python, "-c", "import pos3"]}
     if cli is not None:
         cmds["pos3 --help"] = [cli.binary, "--help"]
         cmds["pos3 --version"] = [cli.binary, "--version"]
     out: dict[str, float] = {}
     for name, cmd in cmds.items():
-        walls = []
+        walls, cpus = [], []
         measure(cmd, env | pos3.env, 60, work / "logs" / "startup-warm.stderr")
         for i in range(repeat):
             m = measure(cmd, env | pos3.env, 60, work / "logs" / f"startup-{i}.stderr")
             if m.returncode != 0:
                 break
             walls.append(m.wall)
+            cpus.append(m.cpu)
         if walls:
             out[name] = statistics.median(walls)
+            out[name + " cpu"] = statistics.median(cpus)
     probe = "import sys, pos3; print(int('aiobotocore' in sys.modules))"
     res = subprocess.run([pos3.python, "-c", probe], env=env | pos3.env, capture_output=True, text=True,
                          timeout=60, check=False)
@@ -204,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         say(n)
     for c in clients:
         say(f"client {c.label}: {c.version if c.available else c.reason}")
-    scs = scenarios(cfg, can_delay=not args.endpoint)
+    def keys(text: str | None) -> frozenset[str] | None:
+        return None if text is None else frozenset(k.strip() for k in text.split(",") if k.strip()) | {"pos3"}
+
+    scs = scenarios(cfg, can_delay=not args.endpoint, latency_clients=keys(args.latency_clients) or LATENCY_CLIENTS,
+                    scale_clients=keys(args.scale_clients) or SCALE_CLIENTS, tree_clients=keys(args.tree_clients))
     if args.scenarios:
         chosen = {s.strip() for s in args.scenarios.split(",")}
         unknown = chosen - {s.key for s in scs}
@@ -222,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles: dict[str, report.Profile] = {}
     profile_dir = args.docs.parent / "bench" / section
     summaries = []
+    floor: dict[str, float] = {}
     server_rss: float | None = None
     try:
         runner = Runner(cfg, work, server, clients, say, bucket=args.bucket)
@@ -229,12 +243,21 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scs:
             runner.run(sc)
         summaries = runner.summaries(clients, scs)
+        say("bare aiobotocore: CPU per GET and PUT")
+        floor = runner.floor(clients[0].python)
+        if floor:
+            say(f"  {floor['get_ms']:.2f} ms per GET, {floor['put_ms']:.2f} ms per PUT")
         server_rss = server.rss_mib()
-        probe = report.Measured(summaries, scs, {c.key: c.label for c in clients}, cfg, {}, [], server.counts_requests)
+        probe = report.Measured(summaries, scs, {c.key: c.label for c in clients}, cfg, {}, [],
+                                server.counts_requests, floor)
         targets = report.evaluate(probe, section)
         if not args.no_profile:
             for key in dict.fromkeys(t.scenario for t in targets if t.status == "not met" and t.scenario):
                 sc = next(s for s in scs if s.key == key)
+                if sc.group == "scale" and not sc.sync:
+                    say(f"not profiling {key}: a cold download at scale under the profiler costs too long "
+                        "(the small-file profiles show the same per-request work)")
+                    continue
                 say(f"profiling pos3 in {key} (a target is not met)")
                 out = work / "logs" / f"profile-{key}.txt"
                 prof = runner.profile(sc, out)
@@ -259,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         extras["moto server RSS at the end"] = f"{server_rss:.0f} MiB"
 
     measured = report.Measured(summaries, scs, {c.key: c.label for c in clients}, cfg, startup, planner,
-                               server.counts_requests)
+                               server.counts_requests, floor)
     targets = report.evaluate(measured, section)
     info = report.machine(clients, server.name)
     img = [] if args.no_docs else report.charts(args.img_dir, section, measured)
@@ -286,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": [asdict(t) for t in targets],
         "startup": startup,
         "planner": planner,
+        "floor": floor,
         "profiles": {k: asdict(replace(v, text="")) for k, v in profiles.items()},
         "extras": extras,
         "notes": notes,

@@ -6,6 +6,7 @@ it quotes a number that the run did not produce.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import re
@@ -69,6 +70,7 @@ class Measured:
     startup: dict[str, float]
     planner: list[dict[str, float]]
     counts_requests: bool
+    floor: dict[str, float] = dataclasses.field(default_factory=dict)  # bare aiobotocore CPU per GET / PUT
 
     def get(self, scenario: str, client: str) -> Summary | None:
         return next((s for s in self.summaries if s.scenario == scenario and s.client == client), None)
@@ -135,6 +137,9 @@ def evaluate(m: Measured, section: str = "moto") -> list[Target]:
         text = f"{per:.2f} ms (whole process / {sc.dataset.count:,})"
         if peer is not None:
             text += f"; s5cmd {(peer.cpu or 0.0) / sc.dataset.count * 1000:.2f} ms"
+        bare = m.floor.get("get_ms" if what == "GET" else "put_ms")
+        if bare is not None:
+            text += f"; bare aiobotocore {bare:.2f} ms"
         ok = per <= CPU_PER_REQUEST_MS
         out.append(Target("2", name, "met" if ok else "not met", text, None if ok else key))
     # 3. Cheap no-ops
@@ -155,10 +160,13 @@ def evaluate(m: Measured, section: str = "moto") -> list[Target]:
                               f"{mine.requests.get('LIST', 0)} LIST" + (f", plus {others}" if others else ""),
                               key if others else None))
     for what in ("import pos3", "pos3 --help", "pos3 --version"):
-        if what in m.startup:
-            t = m.startup[what]
-            out.append(Target("3", f"`{what}` ≤ {STARTUP_LIMIT_S:g} s (whole process, median)",
-                              "met" if t <= STARTUP_LIMIT_S else "not met", f"{t:.3f} s"))
+        if what + " cpu" in m.startup:
+            cpu, wall = m.startup[what + " cpu"], m.startup[what]
+            base = m.startup.get("python -c pass")
+            text = f"{cpu:.3f} s CPU, {wall:.3f} s wall" + (f" (`python -c pass`: {base:.3f} s wall)" if base else "")
+            out.append(Target("3", f"`{what}` ≤ {STARTUP_LIMIT_S:g} s (whole process, median; judged on CPU time, "
+                                   "which a shared machine does not inflate)",
+                              "met" if cpu <= STARTUP_LIMIT_S else "not met", text))
     if "aiobotocore imported by import pos3" in m.startup:
         eager = bool(m.startup["aiobotocore imported by import pos3"])
         out.append(Target("3", "`import pos3` does not import aiobotocore", "not met" if eager else "met",
@@ -356,8 +364,11 @@ def render(info: dict[str, str], m: Measured, clients: Sequence[Client], targets
         if group == "latency":
             out += ["The server answers every request after a fixed delay, slept in the request's own server "
                     "thread (no CPU), as a distant server would.", ""]
-        if group == "scale":
-            out += ["Only pos3 and s5cmd run here (each run costs minutes).", ""]
+        if group in ("scale", "latency"):
+            ran = sorted({m.labels.get(s.client, s.client) for s in m.summaries
+                          if s.status not in ("n/a", "not installed") and (sc_ := m.scenario(s.scenario)) is not None
+                          and sc_.group == group})
+            out += [f"Clients in these scenarios (each run costs minutes): {', '.join(ran)}.", ""]
         out += [*_table(["scenario", *names, "pos3 / best peer"], _wall_rows(m, scs, shown)), ""]
         if group in chart_by_group:
             out += [f"![wall time, {GROUP_TITLES[group].lower()}](img/{Path(chart_by_group[group]).name})", ""]
@@ -425,10 +436,20 @@ def render(info: dict[str, str], m: Measured, clients: Sequence[Client], targets
         out += [*_table(["objects", "load records", "keys → paths", "plan", "total", "µs per object",
                          "peak RSS, MiB"], rows), ""]
 
+    if m.floor:
+        out += ["### The floor: bare aiobotocore", ""]
+        out += [f"`benchmarks/floor.py` sent {int(m.floor['requests']):,} GETs and as many PUTs of "
+                f"{int(m.floor['object_bytes']):,}-byte objects with aiobotocore alone (botocore's default client "
+                f"settings, 10 in flight, no pos3) to the same server in this run: "
+                f"**{m.floor['get_ms']:.2f} ms** of client CPU per GET and **{m.floor['put_ms']:.2f} ms** per PUT, "
+                "start-up excluded. pos3 sends each request through aiobotocore, so its CPU per request "
+                "cannot fall below this.", ""]
+
     if m.startup:
         out += ["### Start-up", ""]
-        rows = [[k, f"{v:.3f} s"] for k, v in m.startup.items() if not k.startswith("aiobotocore")]
-        out += [*_table([f"command (whole process, median of {m.cfg.startup_repeat})", "wall"], rows), ""]
+        rows = [[k, f"{v:.3f} s", f"{m.startup.get(k + ' cpu', 0.0):.3f} s"] for k, v in m.startup.items()
+                if not k.startswith("aiobotocore") and not k.endswith(" cpu")]
+        out += [*_table([f"command (whole process, median of {m.cfg.startup_repeat})", "wall", "CPU"], rows), ""]
 
     if profiles:
         out += ["### Where pos3 spends its time (targets not met, profiled in this run)", ""]

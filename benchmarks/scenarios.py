@@ -49,8 +49,13 @@ class Scenario:
         return self.clients is None or client in self.clients
 
 
-def scenarios(cfg: Config, can_delay: bool = True) -> list[Scenario]:
-    """Every scenario of ``cfg`` in run order (a re-sync follows the cold download it starts from)."""
+def scenarios(cfg: Config, can_delay: bool = True, latency_clients: frozenset[str] = LATENCY_CLIENTS,
+              scale_clients: frozenset[str] = SCALE_CLIENTS, tree_clients: frozenset[str] | None = None
+              ) -> list[Scenario]:
+    """Every scenario of ``cfg`` in run order (a re-sync follows the cold download it starts from).
+
+    The ``*_clients`` sets name the clients of the long scenarios (``None``: every client).
+    """
     c = cfg
     out = [
         Scenario("dl_small", f"download {c.small.describe()}, cold", c.small, "download", "cold"),
@@ -58,24 +63,26 @@ def scenarios(cfg: Config, can_delay: bool = True) -> list[Scenario]:
         Scenario("dl_medium", f"download {c.medium.describe()}, cold", c.medium, "download", "cold"),
         Scenario("dl_large", f"download {c.large.describe()}, cold", c.large, "download", "cold"),
         Scenario("dl_huge", f"download {c.huge.describe()}, cold", c.huge, "download", "cold"),
-        Scenario("resync_noop", f"re-sync {c.tree.count:,} unchanged objects", c.tree, "download", "noop"),
+        Scenario("resync_noop", f"re-sync {c.tree.count:,} unchanged objects", c.tree, "download", "noop",
+                 clients=tree_clients),
         Scenario("resync_changed", f"re-sync {c.tree.count:,} objects, {c.change_fraction:.0%} rewritten same-size",
-                 c.tree, "download", "changed"),
+                 c.tree, "download", "changed", clients=tree_clients),
         Scenario("ul_small", f"upload {c.small.describe()}, cold", c.small, "upload", "cold"),
         Scenario("ul_large", f"upload {c.large.describe()}, cold", c.large, "upload", "cold"),
-        Scenario("ul_noop", f"upload {c.tree.count:,} unchanged files again", c.tree, "upload", "noop"),
+        Scenario("ul_noop", f"upload {c.tree.count:,} unchanged files again", c.tree, "upload", "noop",
+                 clients=tree_clients),
     ]
     if can_delay:
         for ms in c.latencies:
             for op, verb in (("download", "dl"), ("upload", "ul")):
                 out.append(Scenario(f"{verb}_small_{ms}ms", f"{op} {c.small.describe()}, {ms} ms latency", c.small,
                                     op, "cold", group="latency", latency_ms=ms, runs=c.latency_runs,
-                                    clients=LATENCY_CLIENTS))
+                                    clients=latency_clients))
     out += [
         Scenario("scale_dl", f"download {c.scale.describe()}, cold", c.scale, "download", "cold", group="scale",
-                 runs=c.scale_runs, clients=SCALE_CLIENTS),
+                 runs=c.scale_runs, clients=scale_clients),
         Scenario("scale_noop", f"re-sync {c.scale.count:,} unchanged objects", c.scale, "download", "noop",
-                 group="scale", runs=c.scale_runs, clients=SCALE_CLIENTS),
+                 group="scale", runs=c.scale_runs, clients=scale_clients),
     ]
     return [s for s in out if s.dataset.count and s.dataset.size]
 
@@ -355,6 +362,23 @@ class Runner:
                     out.append(summarize(sc.key, client.key,
                                          [r for r in self.results if r.scenario == sc.key and r.client == client.key]))
         return out
+
+    def floor(self, python: str) -> dict[str, float]:
+        """CPU per GET and PUT of bare aiobotocore on the small dataset (`benchmarks.floor`); {} if it failed."""
+        ds = self.cfg.small
+        if ds.name not in self.manifests:
+            return {}
+        out = self.logs / "floor.json"
+        out.unlink(missing_ok=True)
+        s = self.server
+        cmd = [python, "-m", "benchmarks.floor", s.endpoint, s.access_key, s.secret_key, s.region, self.bucket,
+               ds.prefix, str(min(ds.count, 1000)), str(out)]
+        m = measure(cmd, self.env, self.cfg.timeout, self.logs / "floor.stderr", cwd=Path(__file__).parent.parent)
+        if m.returncode != 0 or not out.exists():
+            self.say(f"  bare aiobotocore floor failed: {m.stderr_tail[-300:]}")
+            return {}
+        data: dict[str, float] = json.loads(out.read_text())
+        return data
 
     def profile(self, sc: Scenario, out: Path) -> Profile | None:
         """Run pos3 once under pyinstrument in ``sc``; None if pyinstrument is missing or the run failed."""

@@ -37,7 +37,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     for client in ("pos3", "pos3_cli"):
         mine = {s["scenario"]: s for s in data["summaries"] if s["client"] == client}
         assert set(mine) == set(keys)
-        assert all(s["status"] == "ok" for s in mine.values()), mine
+        assert all(s["status"] == "ok" for s in mine.values()), {k: (s["status"], s["detail"]) for k, s in mine.items()}
         assert mine["resync_noop"]["requests"] == {"LIST": 1}  # 60 objects: one page, nothing else
         assert mine["resync_small_noop"]["requests"] == {"LIST": 1}
         assert mine["scale_noop"]["requests"] == {"LIST": 1}
@@ -51,6 +51,7 @@ def test_smoke_run(tmp_path: Path) -> None:
     assert [p["objects"] for p in data["planner"]] == [1000, 3000]
     assert all(not p.get("failed") and p["total"] > 0 for p in data["planner"])
     assert {"import pos3", "pos3 --help", "pos3 --version"} <= set(data["startup"])
+    assert data["floor"]["get_ms"] > 0 and data["floor"]["put_ms"] > 0
     assert "### Targets (issue 16)" in proc.stdout and "not installed" in proc.stdout
     assert any("xxh3-128" in k and v.endswith("GB/s") for k, v in data["extras"].items())
 
