@@ -22,7 +22,7 @@ from .._hashing import CHUNK, Hasher, file_digests, is_md5_etag
 from .._plan import Copy, LocalFile, Plan, Record
 from .._s3 import META_XXH3
 from .context import Resources, Sources, Target
-from .place import BODY_ERRORS, DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, place, raise_named
+from .place import DISK_ERRNOS, body_errors, check_write_and_place, hash_and_write, mkdir, place, raise_named
 from .ranged import Resume, ranged_get, verify
 
 __all__ = ["run_download"]
@@ -194,7 +194,7 @@ async def _streamed_get(
                 if got < c.size:
                     raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)
                 break
-            except BODY_ERRORS as exc:
+            except body_errors() as exc:
                 attempts += 1
                 if not _policy.may_retry_body(attempts, res.options.body_retries, started=h is not None):
                     raise

@@ -23,7 +23,7 @@ from .._hashing import CHUNK, Hasher, is_md5_etag
 from .._plan import Copy
 from .._s3 import META_XXH3
 from .context import Resources
-from .place import BODY_ERRORS, hash_range, raise_named
+from .place import body_errors, hash_range, raise_named
 
 __all__ = ["Resume", "ranged_get"]
 
@@ -160,7 +160,7 @@ async def _ranged_parts(
                             progress(len(chunk))
                     if pos <= end:
                         raise EndpointError(f"{url}: part body ended early at byte {pos}", url=url)
-                except BODY_ERRORS:
+                except body_errors():
                     attempts += 1
                     if not _policy.may_retry_body(attempts, res.options.body_retries):
                         raise
