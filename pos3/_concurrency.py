@@ -1,4 +1,4 @@
-"""How many requests to keep in flight, and how large a range to ask for. Pure.
+"""How many requests to keep in flight. Pure.
 
 Against a real server most of a small request's time is latency: with N requests in flight a
 client cannot pass N / latency objects per second, whatever its CPU does (10 in flight and a
@@ -11,9 +11,8 @@ The rule (documented in docs/performance.md, "Requests in flight"):
 * Otherwise, for one transfer plan: ``IN_FLIGHT_MEMORY`` divided by the bytes one request holds
   (the larger of the 90th-percentile object size and ``PER_REQUEST_FLOOR``), between
   ``MIN_IN_FLIGHT`` and ``MAX_IN_FLIGHT``. 16 KiB objects: 256 in flight; 1 MiB objects: 64.
-* Objects large enough for ranged GETs are split in ranges of a quarter of the object, at least
-  ``part_size`` and at most ``MAX_RANGE`` (few large ranges cost the server least; several
-  objects still download side by side).
+* Objects large enough for ranged GETs are not counted here: they are fetched in a few large
+  ranges (`pos3._policy.download_part_size`), whose bodies are streamed, not held.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ from collections.abc import Iterable
 __all__ = [
     "IN_FLIGHT_MEMORY",
     "MAX_IN_FLIGHT",
-    "MAX_RANGE",
     "MIN_IN_FLIGHT",
     "PER_REQUEST_FLOOR",
     "connection_pool_size",
-    "range_size",
     "requests_in_flight",
 ]
 
@@ -36,7 +33,6 @@ MAX_IN_FLIGHT = 256  # as s5cmd: enough for 100 ms of latency at 2,500 objects/s
 MIN_IN_FLIGHT = 16
 IN_FLIGHT_MEMORY = 64 << 20  # bytes held by request bodies at once, at most (about)
 PER_REQUEST_FLOOR = 256 << 10  # a request costs about this much whatever its size (buffers, socket)
-MAX_RANGE = 64 << 20
 
 
 def requests_in_flight(sizes: Iterable[int], explicit: int | None = None) -> int:
@@ -59,12 +55,8 @@ def requests_in_flight(sizes: Iterable[int], explicit: int | None = None) -> int
     return max(MIN_IN_FLIGHT, min(MAX_IN_FLIGHT, IN_FLIGHT_MEMORY // per_request))
 
 
-def range_size(size: int, part_size: int) -> int:
-    """The range size for a ranged GET of a ``size``-byte object: a quarter, within [part_size, MAX_RANGE]."""
-    return max(part_size, min(MAX_RANGE, math.ceil(size / 4)))
-
-
 def connection_pool_size(explicit: int | None) -> int:
-    """Connections the HTTP client may open: every request in flight, plus ranges and listings."""
-    most = explicit if explicit is not None else MAX_IN_FLIGHT
-    return max(most * 2, 10) if explicit is not None else most + 32
+    """Connections the HTTP client may open: every request in flight, plus room for ranges and listings."""
+    if explicit is not None:
+        return max(explicit * 2, 10)
+    return MAX_IN_FLIGHT + 32

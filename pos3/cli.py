@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     tgroup.add_argument("--json", action="store_true", help="print the result (or the dry-run plan) as JSON")
     tgroup.add_argument("--progress", action="store_true",
                         help="show progress on stderr even when it is not a terminal")
+    tgroup.add_argument("--workers", metavar="N", type=_workers, default=None,
+                        help="requests in flight (default: chosen from the object sizes, up to 256 for small "
+                             "objects; see the Performance page)")
 
     ls = commands.add_parser(
         "ls", parents=[common], formatter_class=_Formatter, epilog=_LS_EPILOG,
@@ -208,6 +211,16 @@ def _shard(value: str) -> tuple[int, int]:
         return check_shard((int(rank), int(world))) or (0, 1)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r}: expected RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/8") from None
+
+
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of requests, 1 or more")
+    return n
 
 
 def _size(value: str) -> int:
@@ -434,7 +447,7 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
     if progress is None:
         progress = not args.quiet and (args.progress or sys.stderr.isatty())
-    return amirror(cache_root=args.cache_root, show_progress=progress)
+    return amirror(cache_root=args.cache_root, show_progress=progress, max_workers=getattr(args, "workers", None))
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

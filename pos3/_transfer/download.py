@@ -102,10 +102,12 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
             except Exception as exc:
                 failures.append(Failure(target.url.child(c.key), translate(exc, target.url.child(c.key))))
 
+        whole = [c for c in plan.copies if c.is_dir or not _policy.is_ranged(c.size, res.options.ranged_threshold)]
+        limit = res.transfer_limit(whole)
         async with anyio.create_task_group() as tg:
             for c in plan.copies:
                 if c.is_dir or not _policy.is_ranged(c.size, res.options.ranged_threshold):
-                    await res.start_limited(tg, one, c)
+                    await res.start_limited(tg, one, c, limit)
                 else:
                     tg.start_soon(one, c)
 

@@ -1,4 +1,4 @@
-"""The choice of requests in flight and range sizes (pure)."""
+"""The choice of requests in flight (pure)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from hypothesis import strategies as st
 from pos3._concurrency import (
     IN_FLIGHT_MEMORY,
     MAX_IN_FLIGHT,
-    MAX_RANGE,
     MIN_IN_FLIGHT,
     connection_pool_size,
-    range_size,
     requests_in_flight,
 )
 
@@ -47,10 +45,3 @@ def test_bounded_and_memory_capped(sizes: list[int]) -> None:
     n = requests_in_flight(sizes)
     assert MIN_IN_FLIGHT <= n <= MAX_IN_FLIGHT
     assert connection_pool_size(None) >= MAX_IN_FLIGHT
-
-
-@given(st.integers(min_value=1, max_value=1 << 40), st.sampled_from([5 * MIB, 8 * MIB, 16 * MIB]))
-def test_ranges_are_a_quarter_within_bounds(size: int, part: int) -> None:
-    r = range_size(size, part)
-    assert part <= r <= max(part, MAX_RANGE)
-    assert r >= min(size // 4, MAX_RANGE)
