@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -147,13 +148,20 @@ async def download_file(
             raise
         await anyio.to_thread.run_sync(Resume.forget, tmp)
         return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
-    tmp = await anyio.to_thread.run_sync(staging.new_path)
+    # A fresh temporary name needs no I/O: the write makes the folder (in its worker thread), so a
+    # small object costs one thread hop, not two.
+    tmp = staging.folder / f"{uuid.uuid4().hex}.part"
     try:
         etag, meta, xxh, lf = await _streamed_get(res, s3, bucket, c, tmp, confine, final, progress)
     except BaseException:
         _local.Staging.discard(tmp)
         raise
     return Record(c.key, etag, c.size, lf.size, lf.mtime_ns, lf.inode, xxh, meta.get("__last_modified", ""))
+
+
+def _open_new(tmp: Path) -> BinaryIO:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return open(tmp, "wb")  # closed by the caller, also on failure
 
 
 async def _streamed_get(
@@ -191,7 +199,7 @@ async def _streamed_get(
                             chunks.append(chunk)  # hashed with the write, off the loop
                         else:
                             if fh is None:
-                                fh = await anyio.to_thread.run_sync(open, tmp, "wb")
+                                fh = await anyio.to_thread.run_sync(_open_new, tmp)
                             await anyio.to_thread.run_sync(hash_and_write, h, fh, chunk)
                 if got < c.size:
                     raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)

@@ -88,6 +88,7 @@ def check_write_and_place(
 
 
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # the staging folder (its name was chosen without I/O)
     with open(tmp, "wb") as fh:
         fh.write(data)
     return place(tmp, final, root)
