@@ -73,6 +73,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pos3-snapshot", metavar="GIT_REF",
                    help="benchmark pos3/ as committed at this ref (e.g. HEAD) instead of the work tree")
     p.add_argument("--no-profile", action="store_true", help="do not profile scenarios that miss a target")
+    p.add_argument("--profile", metavar="KEYS",
+                   help="profile only these scenarios (comma-separated), when they miss a target")
     return p.parse_args(argv)
 
 
@@ -252,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                                 server.counts_requests, floor)
         targets = report.evaluate(probe, section)
         if not args.no_profile:
+            only = {k.strip() for k in args.profile.split(",")} if args.profile else None
             for key in dict.fromkeys(t.scenario for t in targets if t.status == "not met" and t.scenario):
+                if only is not None and key not in only:
+                    continue
                 sc = next(s for s in scs if s.key == key)
                 if sc.group == "scale" and not sc.sync:
                     say(f"not profiling {key}: a cold download at scale under the profiler costs too long "
