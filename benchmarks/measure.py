@@ -71,3 +71,19 @@ def run(cmd: Sequence[str], env: Mapping[str, str], timeout: float, stderr_path:
         timed_out=False,
         stderr_tail=tail,
     )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One pos3 run under pyinstrument: the text dump and where the sampled time went.
+
+    ``shares`` is the fraction of sampled (non-idle) time whose innermost frame is in each package;
+    ``top`` the functions with the most self time, as ``(name, fraction)``. Both come from the
+    driver's JSON, so the page's sentences about a profile are generated from it.
+    """
+
+    scenario: str
+    text: str
+    seconds: float
+    shares: dict[str, float]
+    top: list[tuple[str, float]]

@@ -7,9 +7,6 @@ with pos3.mirror():
 ```
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
 from ._errors import (
     AccessDeniedError,
     AsyncioRequiredError,
@@ -42,11 +39,7 @@ from ._facade import (
 from ._mirror import AsyncMirror, amirror
 from ._plan import PlannedAction, TransferPlan
 from ._profiles import Profile, register_profile
-
-try:
-    __version__ = _version("pos3")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+from ._version import __version__
 
 __all__ = [
     "AccessDeniedError",

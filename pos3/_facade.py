@@ -230,7 +230,7 @@ class SyncMirror(AbstractContextManager["SyncMirror"]):
 def mirror(
     cache_root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
-    max_workers: int = 10,
+    max_workers: int | None = None,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
     *,
@@ -276,7 +276,7 @@ def with_mirror(func: Callable[P, T], /) -> Callable[P, T]: ...
 def with_mirror(
     cache_root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
-    max_workers: int = 10,
+    max_workers: int | None = None,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
     *,

@@ -20,6 +20,7 @@ import anyio
 
 from ._background import UploadScheduler
 from ._cache import Pin, prune
+from ._concurrency import connection_pool_size
 from ._engine import Engine, EngineOptions
 from ._errors import AsyncioRequiredError, NotFoundError
 from ._exclude import Excluder
@@ -48,13 +49,14 @@ log = logging.getLogger("pos3")
 
 
 def engine_options(
-    max_workers: int, max_upload_bytes_per_second: float | None, lock_timeout: float, connect_timeout: float,
+    max_workers: int | None, max_upload_bytes_per_second: float | None, lock_timeout: float, connect_timeout: float,
     read_timeout: float, retry_mode: str, max_attempts: int, *, stall_timeout: float = 15.0,
     outage_budget: float = 60.0,
 ) -> EngineOptions:
     """Validate the mirror's tuning arguments into `EngineOptions`."""
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise ValueError(f"max_workers must be a positive integer, not {max_workers!r}")
+    if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
+                                    or max_workers < 1):
+        raise ValueError(f"max_workers must be a positive integer or None, not {max_workers!r}")
     if max_upload_bytes_per_second is not None and not max_upload_bytes_per_second > 0:
         raise ValueError(
             f"max_upload_bytes_per_second must be positive or None, not {max_upload_bytes_per_second!r}"
@@ -70,7 +72,7 @@ def engine_options(
         max_upload_bytes_per_second=max_upload_bytes_per_second,
         lock_timeout=lock_timeout,
         clients=ClientOptions(
-            max_pool_connections=max(max_workers * 2, 10),
+            max_pool_connections=connection_pool_size(max_workers),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retry_mode=retry_mode,

@@ -47,7 +47,10 @@ class AsyncMirror(MirrorCore):
     Args:
         cache_root: Where mirrors live; ``$POS3_CACHE_ROOT`` or ``~/.cache/pos3`` by default.
         show_progress: Progress bars (bytes, rate, ETA) on stderr.
-        max_workers: Concurrent requests (one limit for listing, hashing and transfers).
+        max_workers: Requests in flight. ``None`` (the default): chosen for each transfer from the
+            sizes of its objects, up to 256 for small objects and fewer for larger ones, with
+            about 64 MiB of bodies in flight at most (see the Performance page, "Requests in
+            flight"). A number: exactly that many, for every transfer.
         default_profile: Profile used when a call names none.
         max_upload_bytes_per_second: One total upload rate for every worker; ``None``: no limit.
         cache_max_bytes: Evict least recently used downloaded trees past this size;
@@ -75,7 +78,7 @@ class AsyncMirror(MirrorCore):
         self,
         cache_root: str | os.PathLike[str] | None = None,
         show_progress: bool = True,
-        max_workers: int = 10,
+        max_workers: int | None = None,
         default_profile: ProfileArg = None,
         max_upload_bytes_per_second: float | None = None,
         *,
@@ -387,7 +390,7 @@ class AsyncMirror(MirrorCore):
 def amirror(
     cache_root: str | os.PathLike[str] | None = None,
     show_progress: bool = True,
-    max_workers: int = 10,
+    max_workers: int | None = None,
     default_profile: ProfileArg = None,
     max_upload_bytes_per_second: float | None = None,
     *,

@@ -2,6 +2,10 @@
 
 One client per (profile, event loop), created lazily and closed by the mirror that owns the
 `ClientPool`. Every call translates foreign errors once, with `_errors.translate`.
+
+aiobotocore and botocore are imported only when the first client is made (`ClientPool.get`):
+``import pos3``, ``pos3 --help`` and plans that need no request do not pay their import time
+(about 0.3 s). A test pins this (``tests/unit/test_lazy_import.py``).
 """
 
 from __future__ import annotations
@@ -16,24 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore import UNSIGNED
-from botocore.configprovider import (
-    BOTOCORE_DEFAUT_SESSION_VARIABLES,
-    DEFAULT_PROXIES_CONFIG_VARS,
-    DEFAULT_S3_CONFIG_VARS,
-    ConfigChainFactory,
-    ConfigValueStore,
-    SectionConfigProvider,
-)
-from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from ._errors import IntegrityError, NotFoundError, ProfileError, certificate_failure, translate
 from ._plan import RemoteFile
 from ._profiles import Profile, tls_verify
 
 if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
 
 __all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
@@ -326,6 +320,16 @@ def _isolated_session() -> AioSession:
     ``AWS_PROFILE``, ``AWS_CONFIG_FILE`` or ``AWS_DEFAULT_REGION`` in the environment cannot reach
     a profile that carries its own credentials (or none, when public).
     """
+    from aiobotocore.session import AioSession
+    from botocore.configprovider import (
+        BOTOCORE_DEFAUT_SESSION_VARIABLES,
+        DEFAULT_PROXIES_CONFIG_VARS,
+        DEFAULT_S3_CONFIG_VARS,
+        ConfigChainFactory,
+        ConfigValueStore,
+        SectionConfigProvider,
+    )
+
     no_env = {
         name: (config_name, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
         for name, (config_name, _env, default, convert) in BOTOCORE_DEFAUT_SESSION_VARIABLES.items()
@@ -358,6 +362,8 @@ def parse_timestamp(value: str) -> datetime.datetime:
             stamp = email.utils.parsedate_to_datetime(value)
         return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=datetime.UTC)
     except (ValueError, TypeError, IndexError):
+        from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
         return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
@@ -365,6 +371,19 @@ def _fail_fast_on_certificate_failure(caught_exception: BaseException | None = N
     """A ``needs-retry`` handler: a refused certificate is a setting to fix; raise it now, no retries."""
     if caught_exception is not None and certificate_failure(caught_exception) is not None:
         raise caught_exception
+
+
+def _lean(client: Any) -> None:
+    """Drop per-request work whose result pos3 does not need.
+
+    botocore rebuilds the User-Agent header for every request (a ``request-created`` handler) to
+    list the SDK features used so far; the header built at client creation is kept instead. This
+    touches no signature, checksum or retry: only the User-Agent text sent.
+    """
+    creator = getattr(client, "_user_agent_creator", None)
+    handler = getattr(creator, "rebuild_and_replace_user_agent_handler", None)
+    if handler is not None:
+        client.meta.events.unregister("request-created.s3", handler)
 
 
 THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
@@ -387,6 +406,9 @@ class ClientPool:
         self._lock = anyio.Lock()
 
     def _config(self, profile: Profile | None) -> AioConfig:
+        from aiobotocore.config import AioConfig
+        from botocore import UNSIGNED
+
         o = self._options
         kwargs: dict[str, Any] = {
             "max_pool_connections": o.max_pool_connections,
@@ -394,6 +416,9 @@ class ClientPool:
             "read_timeout": o.read_timeout,
             "retries": {"mode": o.retry_mode, "total_max_attempts": o.max_attempts},
             "tcp_keepalive": True,
+            # pos3 builds every request's parameters itself, from typed values: botocore's schema
+            # walk over them finds nothing and costs CPU on every request.
+            "parameter_validation": False,
         }
         if profile is not None:
             kwargs["s3"] = {"addressing_style": profile.addressing_style}
@@ -404,6 +429,8 @@ class ClientPool:
         return AioConfig(**kwargs)
 
     def _session(self, profile: Profile | None) -> AioSession:
+        from aiobotocore.session import AioSession
+
         if profile is not None and (profile.has_credentials or profile.public):
             session = _isolated_session()
         else:
@@ -444,6 +471,7 @@ class ClientPool:
                 client = await self._stack.enter_async_context(creator)
                 if self._on_throttle is not None:
                     client.meta.events.register("needs-retry.s3", self._observe)
+                _lean(client)
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"

@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "is always printed, except with -q)")
     tgroup.add_argument("--stall-timeout", metavar="SECONDS", type=_seconds, default=15.0,
                         help="abort and resume a response body that sends no byte for this long (default 15)")
+    tgroup.add_argument("--workers", metavar="N", type=_workers, default=None,
+                        help="requests in flight (default: chosen from the object sizes, up to 256 for small "
+                             "objects; see the Performance page)")
 
     ls = commands.add_parser(
         "ls", parents=[common], formatter_class=_Formatter, epilog=_LS_EPILOG,
@@ -267,6 +270,16 @@ def _seconds(value: str) -> float:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a positive number of seconds is needed")
     return seconds
+
+
+def _workers(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of requests, 1 or more")
+    return n
 
 
 def _size(value: str) -> int:
@@ -516,7 +529,7 @@ def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror
     if progress is None:  # bars on a terminal or with --progress, a summary line unless -q: see cli_mode
         progress = not args.quiet
     m = amirror(cache_root=args.cache_root, show_progress=progress,
-               stall_timeout=getattr(args, "stall_timeout", 15.0))
+               stall_timeout=getattr(args, "stall_timeout", 15.0), max_workers=getattr(args, "workers", None))
     verify = False if getattr(args, "no_verify_ssl", False) else getattr(args, "ca_bundle", None)
     if verify is not None:
         # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.

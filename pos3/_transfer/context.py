@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _policy
+from .._concurrency import MAX_IN_FLIGHT, requests_in_flight
 from .._plan import Copy, LocalTree, Record, RemoteTree
 from .._profiles import Profile
 from .._progress import Progress
@@ -32,7 +33,7 @@ T = TypeVar("T")
 class EngineOptions:
     """Tuning of one engine (set from `pos3.mirror` arguments; see its docstring)."""
 
-    max_workers: int = 10
+    max_workers: int | None = None  # None: chosen per transfer from the object sizes (_concurrency)
     max_upload_bytes_per_second: float | None = None
     part_size: int = 8 << 20
     download_part_size: int | None = None  # None: larger ranges for larger objects (see _policy)
@@ -170,7 +171,8 @@ class Resources:
         self.progress = progress
         self.throttle = Throttle()
         self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True))
-        self.limiter = anyio.Semaphore(options.max_workers)
+        # Every request of the mirror at once; each transfer also has its own limit (`transfer_limit`).
+        self.limiter = anyio.Semaphore(options.max_workers or MAX_IN_FLIGHT)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
         # Upload bodies are read whole into memory: this bounds how many are at once, so peak
         # memory stays near upload_buffer_bytes whatever max_workers and file sizes are.
@@ -193,14 +195,32 @@ class Resources:
         if self._store is not None:
             self._store.close()
 
-    async def start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy) -> None:
-        """Start ``fn(c)`` holding a limiter slot; waits for a slot so tasks never pile up."""
-        await self.limiter.acquire()
+    def transfer_limit(self, whole: Iterable[Copy]) -> anyio.Semaphore:
+        """The requests in flight for one transfer whose objects sent whole are ``whole``."""
+        sizes = [c.size for c in whole if not c.is_dir]
+        return anyio.Semaphore(requests_in_flight(sizes, self.options.max_workers))
+
+    async def start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy,
+                            limit: anyio.Semaphore | None = None) -> None:
+        """Start ``fn(c)`` holding a slot of ``limit`` (the transfer's) and of the mirror's limiter.
+
+        Waits for the slots before starting, so tasks never pile up.
+        """
+        if limit is not None:
+            await limit.acquire()
+        try:
+            await self.limiter.acquire()
+        except BaseException:
+            if limit is not None:
+                limit.release()
+            raise
 
         async def run() -> None:
             try:
                 await fn(c)
             finally:
                 self.limiter.release()
+                if limit is not None:
+                    limit.release()
 
         tg.start_soon(run)

@@ -7,6 +7,7 @@ last good byte) and the disk errors (named after the file being written).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +19,8 @@ from .._hashing import CHUNK, Hasher
 from .._plan import LocalFile
 
 __all__ = [
-    "BODY_ERRORS",
     "DISK_ERRNOS",
+    "body_errors",
     "check_write_and_place",
     "hash_and_write",
     "hash_range",
@@ -29,7 +30,13 @@ __all__ = [
 ]
 
 
-def _body_errors() -> tuple[type[BaseException], ...]:
+@functools.cache
+def body_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a response body that broke midway (a GET resumes after them).
+
+    Built on first use, not at import: the aiohttp and botocore classes are imported only once
+    a request was made (``import pos3`` stays light).
+    """
     import aiohttp
     from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
@@ -37,7 +44,6 @@ def _body_errors() -> tuple[type[BaseException], ...]:
             ResponseStreamingError, ReadTimeoutError, ConnectionError, EndpointError, TimeoutError)
 
 
-BODY_ERRORS: tuple[type[BaseException], ...] = _body_errors()
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
 
 
@@ -82,6 +88,7 @@ def check_write_and_place(
 
 
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # the staging folder (its name was chosen without I/O)
     with open(tmp, "wb") as fh:
         fh.write(data)
     return place(tmp, final, root)

@@ -171,11 +171,13 @@ async def publish_folder(
                 except Exception as exc:
                     failures.append(Failure(url.child(blob), translate(exc, url.child(blob))))
 
+            copies = [Copy(rel, blob, size, Reason.NEW) for blob, (rel, size) in wanted.items()]
+            limit = res.transfer_limit(c for c in copies
+                                       if not _policy.is_multipart(c.size, res.options.multipart_threshold))
             async with anyio.create_task_group() as tg:
-                for blob, (rel, size) in wanted.items():
-                    c = Copy(rel, blob, size, Reason.NEW)
-                    if not _policy.is_multipart(size, res.options.multipart_threshold):
-                        await res.start_limited(tg, send, c)
+                for c in copies:
+                    if not _policy.is_multipart(c.size, res.options.multipart_threshold):
+                        await res.start_limited(tg, send, c, limit)
                     else:
                         tg.start_soon(send, c)
         if failures:

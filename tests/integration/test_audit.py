@@ -69,7 +69,7 @@ def test_mirror_signature_and_defaults() -> None:
         assert params["show_progress"] is True
         assert params["default_profile"] is None
         assert params["max_upload_bytes_per_second"] is None
-        assert params["max_workers"] == 10  # pos3 0.4.0's default
+        assert params["max_workers"] is None  # chosen per transfer (issue 16); pos3 0.4.0 had 10
 
 
 def test_every_module_function_outside_a_mirror_raises_runtime_error_naming_the_fix() -> None:
