@@ -146,10 +146,8 @@ def check_writable(root: Path) -> None:
         fd, name = tempfile.mkstemp(dir=folder, prefix=".pos3-probe-")
     except OSError as exc:
         if exc.errno in _READ_ONLY:
-            denied = PermissionError(f"{folder}: cannot write here ({os.strerror(exc.errno)}); nothing was "
-                                     f"downloaded")
-            denied.filename = str(root)
-            raise denied from None
+            raise PermissionError(f"{folder}: cannot write here ({os.strerror(exc.errno)}); nothing was "
+                                  f"downloaded") from None
         raise
     os.close(fd)
     os.unlink(name)
