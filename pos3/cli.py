@@ -19,47 +19,40 @@ Streams and exit codes:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import datetime
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from ._cache import CacheEntry, choose_evictions, total_bytes
-from ._cache import entries as cache_entries
-from ._cache import prune as cache_prune
-from ._engine import ListEntry
-from ._errors import InvalidURLError, NotFoundError, Pos3Error, ProfileError, TransferError, describe
+from ._cli_args import _seconds, _shard, _size, _workers
+from ._cli_cache import _cache_ls, _cache_prune
+from ._cli_output import (
+    EXIT_CODES,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _entry_json,
+    _entry_line,
+    _print_json,
+    _print_plan,
+    _print_result,
+    _report_failures,
+    _setup_logging,
+    _unwrap,
+)
+from ._errors import InvalidURLError, NotFoundError, Pos3Error, ProfileError, TransferError
 from ._facade import backend_options
-from ._mirror import AsyncMirror, amirror, default_cache_root
-from ._plan import PlannedAction, TransferPlan
-from ._progress import cli_mode, human_bytes
-from ._shard import check_shard
+from ._mirror import AsyncMirror, amirror
+from ._plan import TransferPlan
+from ._progress import cli_mode
 from ._urls import bucket_listing, is_url_like, parse_s3_url
 
 __all__ = ["EXIT_CODES", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-#: Every exit code of the command, with its meaning (rendered in docs/cli.md and ``--help``).
-EXIT_CODES = {
-    EXIT_OK: "success",
-    EXIT_FAILURE: "nothing found (a missing bucket, prefix or local path) or a failure (S3 refused a request, "
-                  "some objects failed: each is listed on stderr, the others were transferred)",
-    EXIT_USAGE: "usage error: bad arguments, an empty path, a URL that is not s3://, an unknown profile",
-    EXIT_INTERRUPTED: "interrupted by Ctrl-C, after partial files were removed",
-}
 
 log = logging.getLogger("pos3")
 
@@ -252,49 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _shard(value: str) -> tuple[int, int]:
-    rank, sep, world = value.partition("/")
-    try:
-        if not sep:
-            raise ValueError
-        return check_shard((int(rank), int(world))) or (0, 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected RANK/WORLD with 0 <= RANK < WORLD, e.g. 0/8") from None
-
-
-def _seconds(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: a positive number of seconds is needed")
-    return seconds
-
-
-def _workers(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of requests, 1 or more")
-    return n
-
-
-def _size(value: str) -> int:
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    text = value.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = text[-1:] if text[-1:] in units else ""
-    try:
-        number = float(text[: len(text) - len(unit)])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a size such as 50G, 500M or 1000000") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: a size cannot be negative")
-    return int(number * units[unit])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pos3`` command.
 
@@ -447,57 +397,6 @@ async def _sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cache_root(args: argparse.Namespace) -> Path:
-    return Path(args.cache_root).expanduser().resolve() if args.cache_root else default_cache_root().resolve()
-
-
-def _cache_json(e: CacheEntry) -> dict[str, Any]:
-    return {"path": str(e.path), "bytes": e.bytes, "last_used": _iso(e.last_used), "pinned": e.pinned,
-            "inside": str(e.outer) if e.outer is not None else None}
-
-
-def _iso(stamp: float) -> str:
-    return datetime.datetime.fromtimestamp(stamp, tz=datetime.UTC).isoformat(timespec="seconds")
-
-
-async def _cache_ls(args: argparse.Namespace) -> int:
-    trees = await anyio.to_thread.run_sync(cache_entries, _cache_root(args))
-    if args.json:
-        _print_json([_cache_json(e) for e in trees])
-        return EXIT_OK
-    if trees:
-        print(f"{'LAST USED (UTC)':19}  {'SIZE':>10}  {'PINNED':6}  PATH")
-    for e in trees:
-        inside = f"  (inside {e.outer})" if e.outer is not None else ""
-        print(f"{_short_time(_iso(e.last_used)):19}  {human_bytes(e.bytes):>10}  {'yes' if e.pinned else 'no':6}  "
-              f"{e.path}{inside}")
-    if not args.quiet:
-        total = total_bytes(trees)
-        print(f"{len(trees)} trees, {human_bytes(total)} ({total} bytes) on disk", file=sys.stderr)
-    return EXIT_OK
-
-
-async def _cache_prune(args: argparse.Namespace) -> int:
-    limit = args.max_bytes
-    if limit is None:
-        env = os.environ.get("POS3_CACHE_MAX_BYTES") or ""
-        if not env:
-            args.parser.error("give --max-bytes N (or set POS3_CACHE_MAX_BYTES)")
-        try:
-            limit = _size(env)
-        except argparse.ArgumentTypeError as exc:
-            args.parser.error(f"POS3_CACHE_MAX_BYTES: {exc}")
-    root = _cache_root(args)
-    if args.dry_run:
-        trees = await anyio.to_thread.run_sync(cache_entries, root)
-        for e in choose_evictions(trees, limit):
-            print(f"(dryrun) evict: {e.path} ({human_bytes(e.bytes)})")
-        return EXIT_OK
-    for e in await anyio.to_thread.run_sync(cache_prune, root, limit):
-        print(f"evicted: {e.path} ({human_bytes(e.bytes)})")
-    return EXIT_OK
-
-
 def _after_download(down: TransferPlan, up: TransferPlan) -> TransferPlan:
     """The upload plan as it stands once ``down`` ran: what the download touches is in sync then.
 
@@ -535,113 +434,3 @@ def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror
         # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.
         m._options = dataclasses.replace(m._options, clients=dataclasses.replace(m._options.clients, verify=verify))
     return m
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    for old in [h for h in log.handlers if getattr(h, "_pos3_cli", False)]:  # main() may run twice in a process
-        log.removeHandler(old)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._pos3_cli = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    if quiet:
-        verbose = 0
-    if verbose >= 3:
-        logging.basicConfig(level=logging.DEBUG, handlers=[handler])
-        return
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    log.setLevel(level)
-    log.addHandler(handler)
-    log.propagate = False
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one meaningful exception inside (nested) exception groups, else the group itself."""
-    while isinstance(exc, BaseExceptionGroup):
-        inner = [e for e in exc.exceptions if not _is_cancellation(e)] or list(exc.exceptions)
-        if len(inner) != 1:
-            interrupts = [e for e in inner if isinstance(e, KeyboardInterrupt)]
-            return interrupts[0] if interrupts else exc
-        exc = inner[0]
-    return exc
-
-
-def _is_cancellation(exc: BaseException) -> bool:
-    return isinstance(exc, asyncio.CancelledError)  # anyio.run uses the asyncio backend
-
-
-def _report_failures(exc: TransferError) -> None:
-    count = len(exc.failures)
-    noun = "object" if count == 1 else "objects"
-    print(f"pos3: error: {exc.operation} failed for {count} {noun}:", file=sys.stderr)
-    for failure in exc.failures:
-        print(f"  {describe(failure)}", file=sys.stderr)
-
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
-
-
-def _print_result(args: argparse.Namespace, local: Path, show: str | None = None) -> None:
-    if args.json:
-        _print_json({"url": args.url, "local": str(local)})
-    else:
-        print(show if show is not None else local)
-
-
-@dataclass(frozen=True)
-class _Step:
-    direction: str
-    action: PlannedAction
-
-    @property
-    def line(self) -> str:
-        a = self.action
-        if a.action == "copy":
-            return f"(dryrun) {self.direction}: {a.src} to {a.dst} ({a.reason})"
-        return f"(dryrun) {a.action}: {a.dst} ({a.reason})"
-
-    def as_json(self) -> dict[str, Any]:
-        a = self.action
-        return {"direction": self.direction, "action": a.action, "src": a.src, "dst": a.dst, "reason": a.reason,
-                "size": a.size}
-
-
-def _print_plan(args: argparse.Namespace, local: Path, plans: Sequence[tuple[str, TransferPlan]]) -> None:
-    steps = [_Step(direction, a) for direction, plan in plans for a in plan.actions]
-    copies = sum(1 for s in steps if s.action.action == "copy")
-    deletes = len(steps) - copies
-    total = sum(plan.total_bytes for _, plan in plans)
-    if args.json:
-        _print_json({
-            "operation": args.command, "url": args.url, "local": str(local), "dry_run": True,
-            "to_copy": copies, "to_delete": deletes, "total_bytes": total,
-            "actions": [s.as_json() for s in steps],
-        })
-    else:
-        for s in steps:
-            print(s.line)
-    if not args.quiet:
-        print(f"(dryrun) {copies} to copy ({human_bytes(total)}), {deletes} to delete; nothing was changed",
-              file=sys.stderr)
-
-
-def _entry_json(e: ListEntry) -> dict[str, Any]:
-    return {"name": e.name, "type": "dir" if e.is_dir else "file", "size": e.size,
-            "last_modified": e.last_modified or None}
-
-
-def _entry_line(e: ListEntry) -> str:
-    if e.is_dir:
-        return f"{'':19}  {'DIR':>12}  {e.name}"
-    return f"{_short_time(e.last_modified):19}  {e.size:>12}  {e.name}"
-
-
-def _short_time(stamp: str) -> str:
-    """``2024-05-01 12:00:00`` (UTC) from an ISO 8601 time; the input unchanged if unparsable."""
-    try:
-        when = datetime.datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
-    if when.tzinfo is not None:
-        when = when.astimezone(datetime.UTC)
-    return when.strftime("%Y-%m-%d %H:%M:%S")
