@@ -20,6 +20,7 @@ import anyio
 
 from ._background import UploadScheduler
 from ._cache import Pin, prune
+from ._clients import ClientOptions
 from ._concurrency import connection_pool_size
 from ._engine import Engine, EngineOptions
 from ._errors import AsyncioRequiredError, NotFoundError
@@ -38,7 +39,6 @@ from ._registry import (
     prepare_upload_path,
     uploads_on_exit,
 )
-from ._s3 import ClientOptions
 from ._shard import check_shard
 from ._transfer.context import Target
 from ._urls import S3URL

@@ -1,7 +1,8 @@
-"""The only module that imports aiobotocore: clients, listing, GET, PUT, multipart, delete.
+"""The S3 calls over one aiobotocore client: listing, GET, PUT, multipart, delete.
 
-One client per (profile, event loop), created lazily and closed by the mirror that owns the
-`ClientPool`. Every call translates foreign errors once, with `_errors.translate`.
+Clients are made by `pos3._clients.ClientPool`: one per (profile, event loop), created lazily
+and closed by the mirror that owns the pool. Every call translates foreign errors once, with
+`_errors.translate`.
 
 aiobotocore and botocore are imported only when the first client is made (`ClientPool.get`):
 ``import pos3``, ``pos3 --help`` and plans that need no request do not pay their import time
@@ -11,52 +12,23 @@ aiobotocore and botocore are imported only when the first client is made (`Clien
 from __future__ import annotations
 
 import contextlib
-import datetime
-import email.utils
-import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._errors import IntegrityError, NotFoundError, ProfileError, certificate_failure, translate
+from ._errors import IntegrityError, NotFoundError, translate
 from ._plan import RemoteFile
-from ._profiles import Profile, tls_verify
 
 if TYPE_CHECKING:
-    from aiobotocore.config import AioConfig
-    from aiobotocore.session import AioSession
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["S3", "ClientOptions", "ClientPool", "Listing"]
+__all__ = ["S3", "Listing"]
 
 META_XXH3 = "pos3-xxh3"
 ABORT_BOUND = 60.0  # seconds an abort of a multipart upload may take, even under cancellation
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClientOptions:
-    """How clients talk to S3 (set from `pos3.mirror` arguments).
-
-    Attributes:
-        max_pool_connections: Connection pool size; at least the transfer concurrency.
-        connect_timeout: Seconds to open a connection.
-        read_timeout: Seconds without a byte before a read fails.
-        retry_mode: botocore retry mode, ``"standard"`` or ``"adaptive"``.
-        max_attempts: Total attempts per request, first one included.
-        verify: TLS certificate checks of every client, overriding each profile's and the
-            default chain's: ``None`` (keep theirs), ``False`` (no check) or the path of a CA
-            bundle (the command line's ``--no-verify-ssl`` and ``--ca-bundle``).
-    """
-
-    max_pool_connections: int = 20
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retry_mode: str = "standard"
-    max_attempts: int = 5
-    verify: bool | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,188 +283,3 @@ class S3:
             err = translate(exc, f"s3://{bucket}/")
             return isinstance(err, NotFoundError)
         return False
-
-
-def _isolated_session() -> AioSession:
-    """A session that reads no AWS environment variable and no ``~/.aws`` file, and changes none.
-
-    Every setting comes from the client's arguments or botocore's built-in defaults: a broken
-    ``AWS_PROFILE``, ``AWS_CONFIG_FILE`` or ``AWS_DEFAULT_REGION`` in the environment cannot reach
-    a profile that carries its own credentials (or none, when public).
-    """
-    from aiobotocore.session import AioSession
-    from botocore.configprovider import (
-        BOTOCORE_DEFAUT_SESSION_VARIABLES,
-        DEFAULT_PROXIES_CONFIG_VARS,
-        DEFAULT_S3_CONFIG_VARS,
-        ConfigChainFactory,
-        ConfigValueStore,
-        SectionConfigProvider,
-    )
-
-    no_env = {
-        name: (config_name, None, os.devnull if name in ("config_file", "credentials_file") else default, convert)
-        for name, (config_name, _env, default, convert) in BOTOCORE_DEFAUT_SESSION_VARIABLES.items()
-    }
-    session = AioSession(session_vars=no_env)
-    chains = ConfigChainFactory(session=session, environ={})
-
-    def mapping(variables: Mapping[str, tuple[Any, Any, Any, Any]]) -> dict[str, Any]:
-        return {
-            name: chains.create_config_chain(
-                instance_name=name, env_var_names=None, config_property_names=config_name, default=default,
-                conversion_func=convert,
-            )
-            for name, (config_name, _env, default, convert) in variables.items()
-        }
-
-    store = mapping(no_env)
-    store["s3"] = SectionConfigProvider("s3", session, mapping(DEFAULT_S3_CONFIG_VARS))
-    store["proxies_config"] = SectionConfigProvider("proxies_config", session, mapping(DEFAULT_PROXIES_CONFIG_VARS))
-    session.register_component("config_store", ConfigValueStore(mapping=store))
-    return session
-
-
-def parse_timestamp(value: str) -> datetime.datetime:
-    """S3's ISO 8601 (listings) and RFC 7231 (headers) timestamps, fast; anything else via botocore."""
-    try:
-        if value[:4].isdigit():
-            stamp = datetime.datetime.fromisoformat(value)
-        else:
-            stamp = email.utils.parsedate_to_datetime(value)
-        return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=datetime.UTC)
-    except (ValueError, TypeError, IndexError):
-        from botocore.utils import parse_timestamp as botocore_parse_timestamp
-
-        return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
-
-
-def _fail_fast_on_certificate_failure(caught_exception: BaseException | None = None, **_: Any) -> None:
-    """A ``needs-retry`` handler: a refused certificate is a setting to fix; raise it now, no retries."""
-    if caught_exception is not None and certificate_failure(caught_exception) is not None:
-        raise caught_exception
-
-
-def _lean(client: Any) -> None:
-    """Drop per-request work whose result pos3 does not need.
-
-    botocore rebuilds the User-Agent header for every request (a ``request-created`` handler) to
-    list the SDK features used so far; the header built at client creation is kept instead. This
-    touches no signature, checksum or retry: only the User-Agent text sent.
-    """
-    creator = getattr(client, "_user_agent_creator", None)
-    handler = getattr(creator, "rebuild_and_replace_user_agent_handler", None)
-    if handler is not None:
-        client.meta.events.unregister("request-created.s3", handler)
-
-
-THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
-                            "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})
-
-
-class ClientPool:
-    """One aiobotocore client per profile, on the loop that created the pool; closed with it.
-
-    ``on_throttle`` is called for every throttling answer (503 SlowDown...), including those
-    botocore retries by itself, so the whole mirror can back off at once (see
-    `_transfer.context.Throttle`).
-    """
-
-    def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None) -> None:
-        self._options = options
-        self._on_throttle = on_throttle
-        self._stack = contextlib.AsyncExitStack()
-        self._clients: dict[Profile | None, S3] = {}
-        self._lock = anyio.Lock()
-
-    def _config(self, profile: Profile | None) -> AioConfig:
-        from aiobotocore.config import AioConfig
-        from botocore import UNSIGNED
-
-        o = self._options
-        kwargs: dict[str, Any] = {
-            "max_pool_connections": o.max_pool_connections,
-            "connect_timeout": o.connect_timeout,
-            "read_timeout": o.read_timeout,
-            "retries": {"mode": o.retry_mode, "total_max_attempts": o.max_attempts},
-            "tcp_keepalive": True,
-            # pos3 builds every request's parameters itself, from typed values: botocore's schema
-            # walk over them finds nothing and costs CPU on every request.
-            "parameter_validation": False,
-        }
-        if profile is not None:
-            kwargs["s3"] = {"addressing_style": profile.addressing_style}
-            kwargs["request_checksum_calculation"] = profile.request_checksum
-            kwargs["response_checksum_validation"] = profile.request_checksum
-            if profile.public:
-                kwargs["signature_version"] = UNSIGNED
-        return AioConfig(**kwargs)
-
-    def _session(self, profile: Profile | None) -> AioSession:
-        from aiobotocore.session import AioSession
-
-        if profile is not None and (profile.has_credentials or profile.public):
-            session = _isolated_session()
-        else:
-            session = AioSession()
-        # botocore parses every timestamp with dateutil, a large share of the client CPU per
-        # request; S3 sends two fixed formats, parsed here by the standard library instead.
-        session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-        return session
-
-    async def get(self, profile: Profile | None) -> S3:
-        """The client for ``profile`` (``None``: botocore's default chain)."""
-        found = self._clients.get(profile)
-        if found is not None:
-            return found
-        async with self._lock:
-            found = self._clients.get(profile)
-            if found is not None:
-                return found
-            kwargs: dict[str, Any] = {"config": self._config(profile)}
-            verify, source = tls_verify(profile, os.environ)
-            if self._options.verify is not None:
-                verify, source = self._options.verify, "--ca-bundle"
-            if isinstance(verify, str):
-                if not os.path.isfile(verify):
-                    raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")
-                kwargs["verify"] = verify
-            elif verify is False:
-                kwargs["verify"] = False
-            if profile is not None:
-                kwargs["endpoint_url"] = profile.endpoint
-                kwargs["region_name"] = profile.region or "us-east-1"
-                if profile.has_credentials:
-                    kwargs["aws_access_key_id"] = profile.access_key
-                    kwargs["aws_secret_access_key"] = profile.secret_key
-                    kwargs["aws_session_token"] = profile.session_token
-            try:
-                creator = self._session(profile).create_client("s3", **kwargs)
-                client = await self._stack.enter_async_context(creator)
-                if self._on_throttle is not None:
-                    client.meta.events.register("needs-retry.s3", self._observe)
-                _lean(client)
-            except Exception as exc:
-                # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
-                where = profile.endpoint if profile is not None else "the default AWS configuration"
-                raise translate(exc, where) from None
-            # Registered first, so it runs before botocore's retry handler decides to retry.
-            client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
-            found = self._clients[profile] = S3(client)
-            return found
-
-    def _observe(self, response: Any = None, **_: Any) -> None:
-        """botocore's ``needs-retry`` event, observed only (returns ``None``: botocore decides)."""
-        if self._on_throttle is None or not isinstance(response, tuple) or len(response) != 2:
-            return
-        parsed = response[1] if isinstance(response[1], Mapping) else {}
-        status = getattr(response[0], "status_code", 0)
-        code = str(parsed.get("Error", {}).get("Code", ""))
-        if code in THROTTLE_CODES or status in (429, 503):
-            self._on_throttle()
-
-    async def aclose(self) -> None:
-        """Close every client."""
-        with anyio.CancelScope(shield=True):
-            await self._stack.aclose()
-        self._clients.clear()

@@ -15,11 +15,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .. import _policy
+from .._clients import ClientOptions, ClientPool
 from .._concurrency import MAX_IN_FLIGHT, requests_in_flight
 from .._plan import Copy, LocalTree, Record, RemoteTree
 from .._profiles import Profile
 from .._progress import Progress
-from .._s3 import ClientOptions, ClientPool
 from .._state import StateStore
 from .._urls import S3URL
 
