@@ -67,7 +67,7 @@ async def test_profile_with_its_own_keys_trusts_its_ca_bundle(
 ) -> None:
     put(s3, bucket, {"d/a.txt": b"alpha", "d/sub/b.txt": b"beta" * 1000})
     profile = pos3.Profile("tls", https.url, region=server.region, ca_bundle=https.ca, **own_keys(server))
-    async with open_mirror(default_profile=profile) as m:
+    async with open_mirror(default_profile=profile, connect_timeout=60) as m:  # a slow handshake on a loaded machine
         got = await m.download(f"s3://{bucket}/d")
         out = await m.upload(f"s3://{bucket}/out")
         (Path(out) / "r.txt").write_bytes(b"result")
@@ -81,7 +81,7 @@ async def test_isolated_profile_honours_aws_ca_bundle(
     put(s3, bucket, {"k.txt": b"via AWS_CA_BUNDLE"})
     monkeypatch.setenv("AWS_CA_BUNDLE", https.ca)
     profile = pos3.Profile("tls", https.url, region=server.region, **own_keys(server))
-    async with open_mirror() as m:
+    async with open_mirror(connect_timeout=60) as m:
         got = await m.download(f"s3://{bucket}/k.txt", profile=profile)
     assert Path(got).read_bytes() == b"via AWS_CA_BUNDLE"
 
@@ -92,7 +92,7 @@ async def test_default_chain_with_aws_ca_bundle(
     put(s3, bucket, {"k.txt": b"default chain"})
     monkeypatch.setenv("AWS_ENDPOINT_URL", https.url)
     monkeypatch.setenv("AWS_CA_BUNDLE", https.ca)
-    async with open_mirror() as m:
+    async with open_mirror(connect_timeout=60) as m:
         got = await m.download(f"s3://{bucket}/k.txt")
         out = await m.upload(f"s3://{bucket}/out")
         (Path(out) / "r.txt").write_bytes(b"back")
