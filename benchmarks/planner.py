@@ -51,7 +51,8 @@ def run(n: int, store_dir: Path) -> dict[str, float]:
         for i in range(n):
             rel = _rel(i)
             batch.append((rel, Record(PREFIX + rel, etag, 1024, 1024, 1_700_000_000_000_000_000 + i, 1000 + i,
-                                      "f" * 32, "2026-01-01T00:00:00+00:00")))
+                                      "f" * 32, "2026-01-01T00:00:00+00:00",
+                                      recorded_ns=1_800_000_000_000_000_000)))  # taken long after: not racy
             if len(batch) == 50_000:
                 store.write(root, batch)
                 batch = []

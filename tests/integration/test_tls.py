@@ -111,7 +111,8 @@ async def test_refused_certificate_fails_at_once_and_names_the_settings(
     async with open_mirror(max_attempts=10, connect_timeout=120) as m:
         with pytest.raises(pos3.EndpointError) as info:
             await m.ls(f"s3://{bucket}/", profile=profile)  # one request
-        assert https.front.connections == 1  # no retries: ten attempts would be ten connections
+        # No retries: ten attempts would be ten connections (two requests may start side by side).
+        assert https.front.connections <= 2
         message = str(info.value)
         for setting in ("ca_bundle", "--ca-bundle", "AWS_CA_BUNDLE", "verify=False", "--no-verify-ssl"):
             assert setting in message
