@@ -274,11 +274,14 @@ async def _multipart(
     part = _policy.upload_part_size(before.size, res.options.part_size)
     count = max(1, _policy.part_count(before.size, part))
     url = f"s3://{bucket}/{c.key}"
-    creates = [0]  # CreateMultipartUpload requests sent: more than one may have left an upload open
+    # CreateMultipartUpload requests sent, counted before each is sent: any beyond the one whose
+    # answer arrived (a failed call, or botocore's own retries) may have left an upload open.
+    creates = [0]
 
     async def create() -> str:
+        creates[0] += 1
         upload_id, attempts = await s3.open_multipart(bucket, c.key, {META_XXH3: xxh})
-        creates[0] += attempts
+        creates[0] += attempts - 1
         return str(upload_id)
 
     # Shielded: a cancellation that arrived while the server was creating the upload would lose
@@ -287,8 +290,7 @@ async def _multipart(
         with anyio.CancelScope(shield=True):
             upload_id: str = await retrying(res, url, create)
     except BaseException:
-        creates[0] += 1
-        if creates[0] > 1:
+        if creates[0]:
             await _abort_orphans(s3, bucket, c.key, "")
         raise
     _IN_FLIGHT.add(upload_id)

@@ -88,6 +88,22 @@ async def test_lost_complete_answer_is_exact_or_named(
     assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in files.items()}
 
 
+async def test_create_answers_lost_past_the_client_retries_leave_no_open_upload(
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path
+) -> None:
+    # The server creates the multipart upload each time, but the answers are lost until botocore's
+    # own attempts are spent (2 here); pos3's outer retry then creates a third upload that works.
+    # The two uploads nobody heard of would be billed forever if nothing aborted them.
+    src = tmp_path / "src"
+    files = _write_tree(src, 5)
+    rule = proxy.scenario.add(make_rule("drop", method="POST", query="uploads", times=2))
+    assert await _upload(cache_root, f"s3://{bucket}/out", src, max_attempts=2) is None
+    assert sum(rule.fired.values()) == 2
+    assert proxy.count(method="POST") >= 4  # three creates and one complete reached the server
+    assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in files.items()}
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 @pytest.mark.parametrize("seed", [21, 22, 23])
 async def test_random_faults_exact_or_named_then_recovers(
     seed: int, proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path
