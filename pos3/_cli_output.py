@@ -90,19 +90,21 @@ class _Step:
 def _print_plan(args: argparse.Namespace, local: Path, plans: Sequence[tuple[str, TransferPlan]]) -> None:
     steps = [_Step(direction, a) for direction, plan in plans for a in plan.actions]
     copies = sum(1 for s in steps if s.action.action == "copy")
-    deletes = len(steps) - copies
+    deletes = sum(1 for s in steps if s.action.action == "delete")
+    conflicts = sum(1 for s in steps if s.action.action == "conflict")
     total = sum(plan.total_bytes for _, plan in plans)
     if args.json:
         _print_json({
             "operation": args.command, "url": args.url, "local": str(local), "dry_run": True,
-            "to_copy": copies, "to_delete": deletes, "total_bytes": total,
+            "to_copy": copies, "to_delete": deletes, "conflicts": conflicts, "total_bytes": total,
             "actions": [s.as_json() for s in steps],
         })
     else:
         for s in steps:
             print(s.line)
     if not args.quiet:
-        print(f"(dryrun) {copies} to copy ({human_bytes(total)}), {deletes} to delete; nothing was changed",
+        stop = f", {conflicts} conflicts (the sync would stop, changing nothing)" if conflicts else ""
+        print(f"(dryrun) {copies} to copy ({human_bytes(total)}), {deletes} to delete{stop}; nothing was changed",
               file=sys.stderr)
 
 

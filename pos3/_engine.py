@@ -80,8 +80,8 @@ class Engine(Resources):
     # ------------------------------------------------------------------ download
 
     async def plan_download(self, target: Target, *, delete: bool, exclude: Excluder,
-                            shard: tuple[int, int] | None = None) -> TransferPlan:
-        src, plan, _ = await self._plan(target, "download", delete, exclude, shard)
+                            shard: tuple[int, int] | None = None, keep_local: bool = False) -> TransferPlan:
+        src, plan, _ = await self._plan(target, "download", delete, exclude, shard, keep_local)
         if src.empty:
             raise NotFoundError(f"{target.url}: no objects under this prefix", url=str(target.url))
         return _gather.describe(target, src, plan, "download")

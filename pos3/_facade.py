@@ -424,6 +424,7 @@ def plan_download(
     profile: ProfileArg = None,
     *,
     shard: tuple[int, int] | None = None,
+    keep_local: bool = False,
 ) -> TransferPlan:
     """What `download` would do, with no side effects (nothing is written or registered).
 
@@ -431,7 +432,8 @@ def plan_download(
     same arguments, return value and errors (documented there once). Needs an active
     `mirror()`; raises `NoMirrorError` outside one.
     """
-    return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard)
+    return _current().call(AsyncMirror.plan_download, remote, local, delete, exclude, profile, shard=shard,
+                           keep_local=keep_local)
 
 
 @forward_doc(AsyncMirror.plan_upload)

@@ -315,6 +315,7 @@ class AsyncMirror(MirrorCore):
         profile: ProfileArg = None,
         *,
         shard: tuple[int, int] | None = None,
+        keep_local: bool = False,
     ) -> TransferPlan:
         """What `download` would do, with no side effects (nothing is written or registered).
 
@@ -326,6 +327,8 @@ class AsyncMirror(MirrorCore):
             profile: Profile name or `Profile`; a profile in the URL wins.
             shard: ``(rank, world_size)``: plan only this rank's share of the files (see
                 `download`). ``None`` (default): the whole prefix.
+            keep_local: Plan the download that `sync` runs: local work is kept (``"keep"``
+                actions) and files changed on both sides are ``"conflict"`` actions.
 
         Returns:
             A `TransferPlan` with ``to_copy``, ``to_delete`` and each action's reason.
@@ -339,7 +342,7 @@ class AsyncMirror(MirrorCore):
         need_url("plan_download", remote)
         target = self._registry.target(str(remote), local, profile)
         return await self.engine.plan_download(target, delete=bool(delete), exclude=Excluder.of(exclude),
-                                               shard=check_shard(shard))
+                                               shard=check_shard(shard), keep_local=bool(keep_local))
 
     async def plan_upload(
         self,

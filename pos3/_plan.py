@@ -364,8 +364,10 @@ class PlannedAction:
     """One line of a `TransferPlan`.
 
     Attributes:
-        action: ``"copy"`` or ``"delete"``.
-        src: Where bytes come from (``""`` for a delete).
+        action: ``"copy"`` or ``"delete"``; in a download planned with ``keep_local`` (as
+            `sync` downloads) also ``"keep"`` (local work left for the upload) and
+            ``"conflict"`` (changed on both sides: the download would stop, changing nothing).
+        src: Where bytes come from (``""`` for a delete or a keep).
         dst: What is written or deleted: a local path or an ``s3://`` URL.
         reason: Why (``"new"``, ``"changed remotely"``, ``"changed locally"``, ``"missing"``,
             ``"changed"``, ``"absent from source"``, ``"replaced"``).
@@ -412,6 +414,9 @@ class TransferPlan:
                 for c in plan.copies
             ]
             actions += [PlannedAction("delete", "", dst_name(d.rel), "absent from source") for d in plan.deletes]
+            actions += [PlannedAction("keep", "", dst_name(rel), "local work, left for the upload") for rel in plan.kept]
+            actions += [PlannedAction("conflict", src_name(rel), dst_name(rel), "changed locally and in S3 since the "
+                                      "last sync; the download would stop") for rel in plan.conflicts]
         return cls(
             to_copy=[(a.src, a.dst) for a in actions if a.action == "copy"],
             to_delete=[a.dst for a in actions if a.action == "delete"],

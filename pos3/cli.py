@@ -378,7 +378,7 @@ async def _sync(args: argparse.Namespace) -> int:
             exclude = args.exclude or None
             try:
                 down = await m.plan_download(args.url, args.local, delete=args.delete, exclude=exclude,
-                                             profile=args.profile)
+                                             profile=args.profile, keep_local=True)
             except FileNotFoundError as exc:
                 # An empty prefix is fine for sync (a job's first run); a missing bucket is not.
                 if getattr(exc, "code", None) is not None:
@@ -402,9 +402,10 @@ def _after_download(down: TransferPlan, up: TransferPlan) -> TransferPlan:
 
     Both plans are computed before anything moves. A download copy makes that file identical on
     both sides, and a download delete removes the local file, so the upload would not carry
-    either; every other upload action stands as planned.
+    either; a conflict stops the sync before its upload. Every other upload action (local work
+    the download keeps, for one) stands as planned.
     """
-    local_touched = {a.dst for a in down.actions}
+    local_touched = {a.dst for a in down.actions if a.action in ("copy", "delete", "conflict")}
     remote_touched = {a.src for a in down.actions if a.action == "copy"}
     kept = tuple(
         a for a in up.actions

@@ -335,21 +335,20 @@ def test_sync_downloads_then_uploads_once(server: CountingMotoServer, s3: Any, b
     url = f"s3://{bucket}/job"
 
     before_fs, before_s3 = tree_snapshot(work), bucket_snapshot(s3, bucket)
-    res = run("sync", url, "--local", str(work), "-n", cache_root=cache_root)
-    assert res.returncode == 0, res.stderr
-    assert sorted(res.stdout.splitlines()) == sorted([
-        f"(dryrun) download: s3://{bucket}/job/both.txt to {work / 'both.txt'} (changed)",
+    # The dry run plans what sync does: local work is kept (even with --delete) and uploaded, and
+    # both.txt, never in sync and different on both sides, is a conflict that would stop the sync.
+    expected_plan = [
+        f"(dryrun) conflict: {work / 'both.txt'} (changed locally and in S3 since the last sync; "
+        "the download would stop)",
         f"(dryrun) download: s3://{bucket}/job/remote.txt to {work / 'remote.txt'} (new)",
         f"(dryrun) upload: {work / 'local.txt'} to s3://{bucket}/job/local.txt (new)",
-    ])
-    # With --delete the download removes the local-only file first, so nothing is left to upload.
-    res = run("sync", url, "--local", str(work), "-n", "--delete", cache_root=cache_root)
-    assert res.returncode == 0, res.stderr
-    assert sorted(res.stdout.splitlines()) == sorted([
-        f"(dryrun) download: s3://{bucket}/job/both.txt to {work / 'both.txt'} (changed)",
-        f"(dryrun) download: s3://{bucket}/job/remote.txt to {work / 'remote.txt'} (new)",
-        f"(dryrun) delete: {work / 'local.txt'} (absent from source)",
-    ])
+    ]
+    kept = f"(dryrun) keep: {work / 'local.txt'} (local work, left for the upload)"  # --delete would remove it
+    for flags, extra in (([], []), (["--delete"], [kept])):
+        res = run("sync", url, "--local", str(work), "-n", *flags, cache_root=cache_root)
+        assert res.returncode == 0, res.stderr
+        assert sorted(res.stdout.splitlines()) == sorted(expected_plan + extra)
+        assert "1 conflicts (the sync would stop, changing nothing)" in res.stderr
     # An empty prefix: nothing to download, everything local to upload.
     res = run("sync", f"s3://{bucket}/other-job", "--local", str(work), "-n", "--json", cache_root=cache_root)
     assert res.returncode == 0, res.stderr

@@ -89,3 +89,24 @@ async def test_download_still_restores_an_exact_mirror(open_mirror: Any, s3: Any
     async with open_mirror() as m:
         await m.download(f"s3://{bucket}/d")
     assert local_tree(path) == {"a": b"a1"}
+
+
+async def test_plan_download_with_keep_local_shows_what_sync_would_do(
+    open_mirror: Any, s3: Any, bucket: str
+) -> None:
+    put(s3, bucket, {"run/ckpt-1.pt": b"one", "run/model.pt": b"base"})
+    async with open_mirror() as m:
+        path = await m.sync(f"s3://{bucket}/run", interval=None)
+    (path / "ckpt-2.pt").write_bytes(b"two")  # never uploaded
+    (path / "model.pt").write_bytes(b"mine")  # changed here...
+    put(s3, bucket, {"run/model.pt": b"theirs"})  # ...and there
+    async with open_mirror() as m:
+        plain = await m.plan_download(f"s3://{bucket}/run")
+        as_sync = await m.plan_download(f"s3://{bucket}/run", keep_local=True)
+    # A plain download would restore the mirror; the download of sync() loses nothing.
+    assert {(a.action, a.dst) for a in plain.actions} == {
+        ("copy", str(path / "model.pt")), ("delete", str(path / "ckpt-2.pt"))}
+    assert {(a.action, a.dst) for a in as_sync.actions} == {
+        ("keep", str(path / "ckpt-2.pt")), ("conflict", str(path / "model.pt"))}
+    assert as_sync.to_copy == [] and as_sync.to_delete == []
+    assert local_tree(path) == {"ckpt-1.pt": b"one", "ckpt-2.pt": b"two", "model.pt": b"mine"}
