@@ -414,7 +414,7 @@ class TransferPlan:
                 for c in plan.copies
             ]
             actions += [PlannedAction("delete", "", dst_name(d.rel), "absent from source") for d in plan.deletes]
-            actions += [PlannedAction("keep", "", dst_name(rel), "local work, left for the upload") for rel in plan.kept]
+            actions += [PlannedAction("keep", "", dst_name(r), "local work, left for the upload") for r in plan.kept]
             actions += [PlannedAction("conflict", src_name(rel), dst_name(rel), "changed locally and in S3 since the "
                                       "last sync; the download would stop") for rel in plan.conflicts]
         return cls(
