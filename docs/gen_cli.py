@@ -58,6 +58,10 @@ Conventions shared by every command:
     Reasons: `new`, `missing` (it was in sync before and is gone on the target side),
     `changed`, `changed remotely`, `changed locally`, `absent from source` and `replaced` (a
     file stands where a folder goes, or the reverse). A count goes to stderr.
+    `pos3 sync --dry-run` plans the download that `sync` runs, which keeps local work: it adds
+    `keep` lines (local work that `--delete` would otherwise remove; the upload sends it) and
+    `conflict` lines (files changed locally and in S3 since the last sync: the real sync would
+    stop there, changing nothing).
 * **URLs**: `download`, `upload` and `sync` need an `s3://[profile@]bucket/key` URL; anything
   else is a usage error. `ls` also lists a local folder. A profile in the URL wins over `--profile`.
 * **Exit codes**, the same for every command:
