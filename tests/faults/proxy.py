@@ -338,6 +338,11 @@ class FaultProxy:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self._server_ssl is not None:
+            # Read nothing until `_serve` has put TLS in place: a ClientHello read into the plain
+            # stream's buffer first would be lost to the handshake, which then waits forever (as
+            # it did under load). Called from connection_made, this runs before any read.
+            writer.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
