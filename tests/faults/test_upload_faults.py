@@ -215,9 +215,10 @@ async def test_flipped_request_byte_never_lands(
     assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in files.items()}
 
 
-@pytest.mark.parametrize("atomic", [False, True], ids=["upload", "publish"])
+@pytest.mark.parametrize(("atomic", "size"), [(False, 7), (False, (5 << 20) + 1), (True, 7)],
+                         ids=["put", "multipart", "publish"])
 async def test_periodic_upload_never_sends_a_file_written_after_its_settle_check(
-    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path, atomic: bool
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path, atomic: bool, size: int
 ) -> None:
     # The file is long at rest when a periodic sync scans it, and is appended to while the sync's
     # listing is held, i.e. after the scan judged it settled and before it is read. The appended
@@ -226,7 +227,8 @@ async def test_periodic_upload_never_sends_a_file_written_after_its_settle_check
     src = tmp_path / "src"
     src.mkdir()
     live = src / "ckpt.bin"
-    live.write_bytes(b"at rest")
+    rest = random.Random(size).randbytes(size)
+    live.write_bytes(rest)
     long_ago = live.stat().st_mtime_ns - 7200 * 10**9
     os.utime(live, ns=(long_ago, long_ago))
     proxy.scenario.add(make_rule("hold", method="GET", query="list-type", times=1))
@@ -246,4 +248,4 @@ async def test_periodic_upload_never_sends_a_file_written_after_its_settle_check
         assert remote_tree(s3, bucket, "out/") == {}
     async with fault_mirror(cache_root) as m:
         got = await m.download(f"s3://{bucket}/out", local=tmp_path / "reader")
-    assert (got / "ckpt.bin").read_bytes() == b"at rest then written again"
+    assert (got / "ckpt.bin").read_bytes() == rest + b" then written again"
