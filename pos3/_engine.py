@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import time
 from collections.abc import Mapping
 
 import anyio
@@ -126,8 +125,9 @@ class Engine(Resources):
     async def upload(self, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None) -> None:
         """Make ``target.url`` an exact copy of ``target.local`` (a missing local path: no-op).
 
-        With ``settle``, files modified less than ``settle`` seconds ago are left for a later
-        sync (a periodic upload never sends a file that is still being written).
+        With ``settle``, files modified less than ``settle`` seconds before the scan are left for a
+        later sync, and so is a file written after the scan: a periodic upload sends only a state
+        it saw at rest for ``settle`` seconds, never a file that is still being written.
         """
         exists = await anyio.to_thread.run_sync(target.local.exists)
         if not exists:
@@ -138,7 +138,7 @@ class Engine(Resources):
             src, plan, digests = await self._plan(target, "upload", delete, exclude)
             recent: set[str] | frozenset[str] = frozenset()
             if settle:
-                cutoff = _policy.settle_cutoff(time.time_ns(), settle)
+                cutoff = _policy.settle_cutoff(src.scanned_ns, settle)
                 recent = set(_policy.unsettled(((c.rel, src.local.files[c.rel].mtime_ns) for c in plan.copies
                                                 if not c.is_dir), cutoff))
                 if recent:
@@ -146,7 +146,7 @@ class Engine(Resources):
                     plan = dataclasses.replace(plan, copies=tuple(c for c in plan.copies if c.rel not in recent))
             kept = sum(1 for r in src.local.files if not exclude.excluded(r))
             counts = _counts(kept - len(recent), len(src.local.files) - kept + len(recent), plan)
-            await upload.run_upload(self, target, src, plan, digests, counts=counts)
+            await upload.run_upload(self, target, src, plan, digests, counts=counts, settled=bool(settle))
 
     async def publish(self, target: Target, *, delete: bool, exclude: Excluder, settle: float | None = None) -> None:
         """Upload a folder as one atomic snapshot: missing objects first, the commit last.

@@ -163,8 +163,9 @@ class AsyncMirror(MirrorCore):
             exclude: Glob patterns skipped on both sides.
             profile: Profile name or `Profile`; a profile in the URL wins.
             settle: A periodic upload sends a file only once it has not changed for this many
-                seconds, so a checkpoint still being written is never uploaded half-done; the
-                upload on exit sends everything. ``None`` or 0: no waiting.
+                seconds (its mtime at least this much older than the scan, and the file still
+                as the scan saw it when read), so a checkpoint still being written is never
+                uploaded half-done; the upload on exit sends everything. ``None`` or 0: no waiting.
             atomic: Publish the folder as one snapshot (objects first, a commit written last):
                 a `download` of the prefix elsewhere sees the previous snapshot or the new one,
                 never half of it. The objects are stored by content below ``<prefix>/.pos3/``;

@@ -46,6 +46,7 @@ __all__ = [
     "repair_split",
     "same_state",
     "settle_cutoff",
+    "still_settled",
     "throttle_level",
     "throttle_pause",
     "unsettled",
@@ -375,11 +376,29 @@ def upload_kept_still(before: LocalFile, after: LocalFile, sent: int) -> bool:
     return (after.size, after.mtime_ns) == (before.size, before.mtime_ns) and after.size == sent
 
 
-def settle_cutoff(now_ns: int, settle: float) -> int:
-    """Files modified after this time (ns) are still settling."""
-    return now_ns - int(settle * 1e9)
+def settle_cutoff(scanned_ns: int, settle: float) -> int:
+    """Files modified after this time (ns) are still settling.
+
+    ``scanned_ns`` is the wall clock read just before the scan that stat'ed the files, never a
+    later one: a file whose mtime is at or before the cutoff was seen unchanged ``settle`` s
+    after its last write. Measured from a later clock (after the listing, the hashing, a loaded
+    machine's pauses), a file written meanwhile would pass for one at rest that long.
+    """
+    return scanned_ns - int(settle * 1e9)
 
 
 def unsettled(mtimes: Iterable[tuple[str, int]], cutoff: int) -> set[str]:
     """The names whose modification time is after ``cutoff``: left for a later periodic upload."""
     return {rel for rel, mtime_ns in mtimes if mtime_ns > cutoff}
+
+
+def still_settled(settled: LocalFile | None, before: LocalFile) -> bool:
+    """Whether a file about to be read for upload is the state a settle check let through.
+
+    ``settled`` is the file as the scan saw it (``None``: no settle check, any state may be
+    sent); ``before`` is its stat just before it is read. A file written since the scan is a
+    new state nobody has seen at rest: it is left for a later sync, not sent. (The settled
+    state's mtime is ``settle`` s older than the scan, so any later write changes the mtime,
+    even on a file system with 2-second timestamps when ``settle`` is at least that.)
+    """
+    return settled is None or same_state(settled, before)

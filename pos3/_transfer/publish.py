@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,6 +32,18 @@ log = logging.getLogger("pos3")
 
 # Commit numbers tried when other publishers of the same prefix take them first.
 COMMIT_ATTEMPTS = 10
+
+
+def _digest(path: Path, settled: LocalFile | None) -> str:
+    """The file's xxh3; with ``settled``, of that state only (else `Unsettled`), so that a
+    snapshot never names content written after the settle check."""
+    before = _local.stat_file(path)
+    if not _policy.still_settled(settled, before):
+        raise Unsettled(str(path))
+    xxh3 = file_digests(path, False).xxh3
+    if settled is not None and not _policy.same_state(before, _local.stat_file(path)):
+        raise Unsettled(str(path))
+    return xxh3
 
 
 async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> bytes:
@@ -128,7 +141,7 @@ async def publish_folder(
         previous = await _newest_snapshot(res, s3, bucket, layout, keys)
         files = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
         if settle:
-            cutoff = _policy.settle_cutoff(time.time_ns(), settle)
+            cutoff = _policy.settle_cutoff(box["scanned_ns"], settle)
             if _policy.unsettled(((r, f.mtime_ns) for r, f in files.items()), cutoff):
                 log.debug("%s: files still changing; publish left for a later sync", root)
                 return
@@ -141,9 +154,13 @@ async def publish_folder(
                 digests[rel] = rec.xxh3
                 return
             async with res.hash_limiter:
-                digests[rel] = (await anyio.to_thread.run_sync(file_digests, root / rel, False)).xxh3
+                digests[rel] = await anyio.to_thread.run_sync(_digest, root / rel, lf if settle else None)
 
-        await run_all(*(functools.partial(fingerprint, rel, lf) for rel, lf in files.items()))
+        try:
+            await run_all(*(functools.partial(fingerprint, rel, lf) for rel, lf in files.items()))
+        except Unsettled as exc:  # only with settle: a file written since the scan
+            log.debug("%s changed since it was seen at rest; publish left for a later sync", exc)
+            return
 
         failures: list[Failure] = []
         pending: list[tuple[str, Record]] = []
@@ -159,7 +176,8 @@ async def publish_folder(
             async def send(c: Copy) -> None:
                 blob = c.key
                 try:
-                    rec = await upload_file(res, s3, bucket, c, root / c.rel, bar.update)
+                    rec = await upload_file(res, s3, bucket, c, root / c.rel, bar.update,
+                                            settled=files[c.rel] if settle else None)
                     if rec is None or layout.object_key(rec.xxh3) != blob:
                         # The file changed after it was fingerprinted: never keep a misnamed object.
                         await s3.delete_many(bucket, [blob])

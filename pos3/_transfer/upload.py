@@ -38,9 +38,14 @@ class Unsettled(Exception):
     """A file changed while it was read for upload: skipped now, sent by a later sync."""
 
 
-def _read_for_upload(path: Path) -> tuple[bytes, LocalFile, str, str]:
-    """The whole file, its state before reading, its xxh3 and its MD5 (for the returned ETag)."""
+def _read_for_upload(path: Path, settled: LocalFile | None = None) -> tuple[bytes, LocalFile, str, str]:
+    """The whole file, its state before reading, its xxh3 and its MD5 (for the returned ETag).
+
+    With ``settled`` (the state a settle check let through), a file written since is `Unsettled`.
+    """
     before = _local.stat_file(path)
+    if not _policy.still_settled(settled, before):
+        raise Unsettled(str(path))
     with open(path, "rb") as fh:
         data = fh.read()
     if not _policy.same_state(before, _local.stat_file(path)) or len(data) != before.size:
@@ -155,10 +160,12 @@ async def abort_stale_multipart(res: Resources, target: Target) -> None:
 
 
 async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, digests: dict[str, str], *,
-                     counts: tuple[int, int] = (0, 0)) -> None:
+                     counts: tuple[int, int] = (0, 0), settled: bool = False) -> None:
     """Carry out an upload plan; failed objects are collected into one `TransferError`.
 
-    ``counts`` are the files found unchanged and those skipped, for the summary line.
+    ``counts`` are the files found unchanged and those skipped, for the summary line. When
+    ``settled``, the copies passed a settle check on the scan's stats: a file written since the
+    scan is left for a later sync (`Unsettled`), never sent in a state nobody saw at rest.
     """
     s3 = await res.pool.get(target.profile)
     store = await res.store()
@@ -192,7 +199,8 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
                 if c.is_dir:
                     await retrying(res, str(url), lambda: s3.put(bucket, c.key, b"", {}))
                     return
-                rec = await upload_file(res, s3, bucket, c, local_path(c.rel), bar.update)
+                rec = await upload_file(res, s3, bucket, c, local_path(c.rel), bar.update,
+                                        settled=src.local.files[c.rel] if settled else None)
                 if rec is not None:
                     pending.append((c.rel, rec))
                 bar.file_done()
@@ -231,15 +239,20 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
 
 
 async def upload_file(
-    res: Resources, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], object]
+    res: Resources, s3: Any, bucket: str, c: Copy, path: Path, progress: Callable[[int], object], *,
+    settled: LocalFile | None = None,
 ) -> Record | None:
-    """Upload one file; ``None`` when it changed while being read (next sync sends it again)."""
+    """Upload one file; ``None`` when it changed while being read (next sync sends it again).
+
+    ``settled``: the state a settle check let through; when the file is no longer in it, nothing
+    is sent (`Unsettled`).
+    """
     url = f"s3://{bucket}/{c.key}"
     taken = time.time_ns()  # before the first stat: the record is taken no earlier than this
     if not _policy.is_multipart(c.size, res.options.multipart_threshold):
         in_memory = _policy.body_in_memory(c.size)
         async with contextlib.nullcontext() if in_memory else res.body_slots:
-            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path)
+            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path, settled)
             if res.rate:
                 await res.rate.acquire(len(data))
             etag = await _send(res, url, lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
@@ -248,6 +261,8 @@ async def upload_file(
             del data
     else:
         before = await anyio.to_thread.run_sync(_local.stat_file, path)
+        if not _policy.still_settled(settled, before):
+            raise Unsettled(str(path))
         async with res.hash_limiter:
             xxh = (await anyio.to_thread.run_sync(file_digests, path, False)).xxh3
         size = before.size

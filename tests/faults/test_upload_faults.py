@@ -229,3 +229,39 @@ async def test_flipped_request_byte_never_lands(
     proxy.scenario.clear()
     assert await _upload(cache_root, f"s3://{bucket}/out", src) is None
     assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in files.items()}
+
+
+@pytest.mark.parametrize(("atomic", "size"), [(False, 7), (False, (5 << 20) + 1), (True, 7)],
+                         ids=["put", "multipart", "publish"])
+async def test_periodic_upload_never_sends_a_file_written_after_its_settle_check(
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path, atomic: bool, size: int
+) -> None:
+    # The file is long at rest when a periodic sync scans it, and is appended to while the sync's
+    # listing is held, i.e. after the scan judged it settled and before it is read. The appended
+    # state was never at rest: no periodic upload may send it (settle is an hour, so it never
+    # becomes settled in this test). The upload on exit sends it.
+    src = tmp_path / "src"
+    src.mkdir()
+    live = src / "ckpt.bin"
+    rest = random.Random(size).randbytes(size)
+    live.write_bytes(rest)
+    long_ago = live.stat().st_mtime_ns - 7200 * 10**9
+    os.utime(live, ns=(long_ago, long_ago))
+    proxy.scenario.add(make_rule("hold", method="GET", query="list-type", times=1))
+
+    def lists() -> int:
+        return sum(1 for e in list(proxy.log) if "list-type" in e.query)
+
+    async with fault_mirror(cache_root) as m:
+        await m.upload(f"s3://{bucket}/out", src, interval=0.05, settle=3600, atomic=atomic)
+        await wait_for(lambda: proxy.count("hold") >= 1)
+        await anyio.to_thread.run_sync(_append, live, b" then written again")
+        seen = lists()
+        proxy.gate.set()
+        # Syncs run one after another, each listing at most twice: three more listings mean the
+        # held sync has finished.
+        await wait_for(lambda: lists() >= seen + 3)
+        assert remote_tree(s3, bucket, "out/") == {}
+    async with fault_mirror(cache_root) as m:
+        got = await m.download(f"s3://{bucket}/out", local=tmp_path / "reader")
+    assert (got / "ckpt.bin").read_bytes() == rest + b" then written again"

@@ -41,6 +41,7 @@ from pos3._policy import (
     repair_split,
     same_state,
     settle_cutoff,
+    still_settled,
     throttle_level,
     throttle_pause,
     unsettled,
@@ -269,6 +270,22 @@ def test_settled_files_and_unchanged_uploads() -> None:
     cutoff = settle_cutoff(5_000_000_000, 1.0)
     assert cutoff == 4_000_000_000
     assert unsettled([("old", 3_999_999_999), ("edge", 4_000_000_000), ("new", 4_000_000_001)], cutoff) == {"new"}
+
+
+def test_settle_is_measured_up_to_the_scan_and_the_scanned_state_is_what_is_sent() -> None:
+    # The cutoff counts from the clock read before the scan: a file last written 0.5 s before the
+    # scan is still settling, however long the listing and hashing after the scan took.
+    scanned = 10_000_000_000
+    assert unsettled([("f", scanned - 500_000_000)], settle_cutoff(scanned, 1.0)) == {"f"}
+    assert unsettled([("f", scanned - 1_000_000_000)], settle_cutoff(scanned, 1.0)) == set()
+    # What is read must be the state that passed the check: an append or a rewrite since the scan
+    # is a state nobody saw at rest.
+    seen = LocalFile(4096, scanned - 3_000_000_000, 7, scanned - 3_000_000_000)
+    assert still_settled(seen, LocalFile(4096, scanned - 3_000_000_000, 7, scanned - 3_000_000_000))
+    assert not still_settled(seen, LocalFile(8192, scanned + 5_000_000, 7, scanned + 5_000_000))  # appended
+    assert not still_settled(seen, LocalFile(4096, scanned + 5_000_000, 7, scanned + 5_000_000))  # rewritten
+    assert not still_settled(seen, LocalFile(4096, scanned - 3_000_000_000, 8))  # replaced by a rename
+    assert still_settled(None, LocalFile(1, 2, 3))  # no settle check: any state may be sent
 
 
 def _reg(interval: float | None, last_sync: float, sync_on_error: bool = False) -> UploadReg:
