@@ -338,6 +338,13 @@ class FaultProxy:
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self._server_ssl is not None:
+            # Not a byte may reach the plain StreamReader before `start_tls` takes the transport
+            # over: a ClientHello read into its buffer is never handed to the TLS layer, and the
+            # handshake then hangs until both sides time out (a client that sends its ClientHello
+            # at once, before `_serve` gets to run, on a loaded machine). Reading resumes once
+            # `loop.start_tls` installed the TLS protocol.
+            writer.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
