@@ -142,6 +142,45 @@ async def test_missing_ca_bundle_file_is_named(open_mirror: Any, https: Https, s
             await m.ls("s3://bucket/", profile=profile)
 
 
+
+async def test_mirror_ca_bundle_wins_over_the_profiles(
+    open_mirror: Any, https: Https, server: Any, s3: Any, bucket: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(s3, bucket, {"k.txt": b"the mirror's CA"})
+    other = make_certificates(tmp_path / "other").ca  # a CA that signed nothing the endpoint shows
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(other))
+    profile = pos3.Profile("tls", https.url, region=server.region, ca_bundle=other, **own_keys(server))
+    async with open_mirror(ca_bundle=Path(https.ca)) as m:
+        got = await m.download(f"s3://{bucket}/k.txt", profile=profile)
+        out = await m.upload(f"s3://{bucket}/out", profile=profile)
+        (Path(out) / "r.txt").write_bytes(b"back")
+    assert Path(got).read_bytes() == b"the mirror's CA"
+    assert remote_tree(s3, bucket, "out/") == {"out/r.txt": b"back"}
+
+
+async def test_mirror_verify_false_turns_checks_off(
+    open_mirror: Any, https: Https, server: Any, s3: Any, bucket: str
+) -> None:
+    put(s3, bucket, {"k.txt": b"unchecked"})
+    profile = pos3.Profile("tls", https.url, region=server.region, **own_keys(server))  # trusts only public CAs
+    async with open_mirror(verify=False) as m:
+        got = await m.download(f"s3://{bucket}/k.txt", profile=profile)
+    assert Path(got).read_bytes() == b"unchecked"
+
+
+async def test_mirror_tls_arguments_are_checked(open_mirror: Any, https: Https, server: Any, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="ca_bundle has no effect with verify=False"):
+        async with open_mirror(ca_bundle=https.ca, verify=False):
+            pass
+    with pytest.raises(ValueError, match="ca_bundle must be the path of a PEM file"):
+        async with open_mirror(ca_bundle=""):
+            pass
+    profile = pos3.Profile("tls", https.url, region=server.region, **own_keys(server))
+    with pytest.raises(pos3.ProfileError, match=r"the mirror's ca_bundle \(--ca-bundle\): CA bundle .*nope.pem"):
+        async with open_mirror(ca_bundle=tmp_path / "nope.pem") as m:
+            await m.ls("s3://bucket/", profile=profile)
+
 def test_cli_ca_bundle_and_no_verify_ssl(https: Https, s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"d/k.txt": b"cli"})
     env = {"AWS_ENDPOINT_URL": https.url}
