@@ -40,7 +40,8 @@ class ClientOptions:
         max_attempts: Total attempts per request, first one included.
         verify: TLS certificate checks of every client, overriding each profile's and the
             default chain's: ``None`` (keep theirs), ``False`` (no check) or the path of a CA
-            bundle (the command line's ``--no-verify-ssl`` and ``--ca-bundle``).
+            bundle (the mirror's ``verify=False`` and ``ca_bundle``; the command line's
+            ``--no-verify-ssl`` and ``--ca-bundle``).
     """
 
     max_pool_connections: int = 20
@@ -190,7 +191,7 @@ class ClientPool:
             kwargs: dict[str, Any] = {"config": self._config(profile)}
             verify, source = tls_verify(profile, os.environ)
             if self._options.verify is not None:
-                verify, source = self._options.verify, "--ca-bundle"
+                verify, source = self._options.verify, "the mirror's ca_bundle (--ca-bundle)"
             if isinstance(verify, str):
                 if not os.path.isfile(verify):
                     raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")

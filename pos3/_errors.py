@@ -260,7 +260,7 @@ def checksum_rejection(code: str, message: str, operation: str) -> bool:
 
 
 _TLS_HINT = ("if the server's certificate comes from a private CA, give that CA's certificate as ca_bundle "
-             "(Profile, register_profile(), profiles.toml), --ca-bundle (command line) or AWS_CA_BUNDLE; "
+             "(Profile, register_profile(), profiles.toml, mirror()), --ca-bundle (command line) or AWS_CA_BUNDLE; "
              "verify=False or --no-verify-ssl turns the check off")
 
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}

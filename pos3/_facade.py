@@ -242,6 +242,8 @@ def mirror(
     max_attempts: int = 5,
     stall_timeout: float = 15.0,
     outage_budget: float = 60.0,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> SyncMirror:
     """Mirror S3 onto local disk for blocking code: ``with pos3.mirror():``.
 
@@ -253,7 +255,8 @@ def mirror(
     with the same names and defaults: ``cache_root``, ``show_progress``, ``max_workers``,
     ``default_profile``, ``max_upload_bytes_per_second``, and the keyword-only
     ``cache_max_bytes``, ``lock_timeout``, ``connect_timeout``, ``read_timeout``,
-    ``retry_mode``, ``max_attempts``, ``stall_timeout`` and ``outage_budget``.
+    ``retry_mode``, ``max_attempts``, ``stall_timeout``, ``outage_budget``, ``ca_bundle`` and
+    ``verify``.
 
     Returns:
         A context manager; ``with pos3.mirror() as m`` gives the `SyncMirror`.
@@ -267,7 +270,7 @@ def mirror(
                       default_profile=default_profile, max_upload_bytes_per_second=max_upload_bytes_per_second,
                       cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
                       read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts,
-                      stall_timeout=stall_timeout, outage_budget=outage_budget)
+                      stall_timeout=stall_timeout, outage_budget=outage_budget, ca_bundle=ca_bundle, verify=verify)
 
 
 @overload
@@ -288,6 +291,8 @@ def with_mirror(
     max_attempts: int = 5,
     stall_timeout: float = 15.0,
     outage_budget: float = 60.0,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> Callable[[Callable[P, T]], Callable[P, T]]: ...
 
 

@@ -43,7 +43,7 @@ from ._shard import check_shard
 from ._transfer.context import Target
 from ._urls import S3URL
 
-__all__ = ["MirrorCore", "cache_limit", "engine_options"]
+__all__ = ["MirrorCore", "cache_limit", "engine_options", "tls_override"]
 
 log = logging.getLogger("pos3")
 
@@ -51,7 +51,7 @@ log = logging.getLogger("pos3")
 def engine_options(
     max_workers: int | None, max_upload_bytes_per_second: float | None, lock_timeout: float, connect_timeout: float,
     read_timeout: float, retry_mode: str, max_attempts: int, *, stall_timeout: float = 15.0,
-    outage_budget: float = 60.0,
+    outage_budget: float = 60.0, ca_bundle: str | os.PathLike[str] | None = None, verify: bool = True,
 ) -> EngineOptions:
     """Validate the mirror's tuning arguments into `EngineOptions`."""
     if max_workers is not None and (isinstance(max_workers, bool) or not isinstance(max_workers, int)
@@ -66,6 +66,7 @@ def engine_options(
     for name, value in (("stall_timeout", stall_timeout), ("outage_budget", outage_budget)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    tls = tls_override(ca_bundle, verify)
     return EngineOptions(
         max_workers=max_workers,
         retry=RetrySettings(stall_timeout=float(stall_timeout), outage_budget=float(outage_budget)),
@@ -77,8 +78,23 @@ def engine_options(
             read_timeout=read_timeout,
             retry_mode=retry_mode,
             max_attempts=max_attempts,
+            verify=tls,
         ),
     )
+
+
+def tls_override(ca_bundle: str | os.PathLike[str] | None, verify: bool) -> bool | str | None:
+    """The mirror's ``ca_bundle`` and ``verify`` as `ClientOptions.verify`: ``None`` keeps each profile's."""
+    if not isinstance(verify, bool):
+        raise ValueError(f"verify must be True or False, not {verify!r}")
+    if ca_bundle is not None:
+        path = os.fspath(ca_bundle) if isinstance(ca_bundle, str | os.PathLike) else None
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"ca_bundle must be the path of a PEM file, not {ca_bundle!r}")
+        if not verify:
+            raise ValueError("ca_bundle has no effect with verify=False; set one of them")
+        return path
+    return None if verify else False
 
 
 def cache_limit(cache_max_bytes: int | None) -> int | None:

@@ -66,11 +66,18 @@ class AsyncMirror(MirrorCore):
         outage_budget: Seconds a transfer keeps retrying connection failures (refused, reset,
             DNS, TLS handshake, no answer) and throttling before it is reported as failed
             (default 60 s: covers 30 s of unavailability; see docs/guarantees.md).
+        ca_bundle: A PEM file with the CA certificate(s) to trust for every HTTPS endpoint of this
+            mirror, e.g. a private CA; wins over each profile's ``ca_bundle``, ``$AWS_CA_BUNDLE``
+            and the public CAs (the command line's ``--ca-bundle``). ``None`` (the default): each
+            profile's own setting. Read when the first request is made.
+        verify: ``False`` turns TLS certificate checks off for every endpoint of this mirror,
+            whatever the profiles say (the command line's ``--no-verify-ssl``; only for a test
+            server on a trusted network). ``True`` (the default): each profile's own setting.
 
     Raises:
         ValueError: An argument is out of range (``max_workers`` below 1, a rate that is not
             positive, an unknown ``retry_mode``, a ``stall_timeout`` or ``outage_budget`` that is not
-            positive).
+            positive, an empty ``ca_bundle``, or ``ca_bundle`` together with ``verify=False``).
         ProfileError: ``default_profile`` names an unknown profile.
     """
 
@@ -90,10 +97,13 @@ class AsyncMirror(MirrorCore):
         max_attempts: int = 5,
         stall_timeout: float = 15.0,
         outage_budget: float = 60.0,
+        ca_bundle: str | os.PathLike[str] | None = None,
+        verify: bool = True,
     ) -> None:
         super().__init__(
             engine_options(max_workers, max_upload_bytes_per_second, lock_timeout, connect_timeout, read_timeout,
-                           retry_mode, max_attempts, stall_timeout=stall_timeout, outage_budget=outage_budget),
+                           retry_mode, max_attempts, stall_timeout=stall_timeout, outage_budget=outage_budget,
+                           ca_bundle=ca_bundle, verify=verify),
             (Path(cache_root).expanduser() if cache_root is not None else default_cache_root()).resolve(),
             cache_limit(cache_max_bytes),
             resolve_profile(default_profile),
@@ -406,6 +416,8 @@ def amirror(
     max_attempts: int = 5,
     stall_timeout: float = 15.0,
     outage_budget: float = 60.0,
+    ca_bundle: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> AsyncMirror:
     """An async context manager mirroring S3 for asyncio code: ``async with pos3.amirror() as m:``.
 
@@ -422,4 +434,4 @@ def amirror(
     return AsyncMirror(cache_root, show_progress, max_workers, default_profile, max_upload_bytes_per_second,
                        cache_max_bytes=cache_max_bytes, lock_timeout=lock_timeout, connect_timeout=connect_timeout,
                        read_timeout=read_timeout, retry_mode=retry_mode, max_attempts=max_attempts,
-                       stall_timeout=stall_timeout, outage_budget=outage_budget)
+                       stall_timeout=stall_timeout, outage_budget=outage_budget, ca_bundle=ca_bundle, verify=verify)

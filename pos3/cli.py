@@ -19,7 +19,6 @@ Streams and exit codes:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -428,10 +427,6 @@ class _NothingToUpload(Pos3Error, FileNotFoundError):
 def _open(args: argparse.Namespace, progress: bool | None = None) -> AsyncMirror:
     if progress is None:  # bars on a terminal or with --progress, a summary line unless -q: see cli_mode
         progress = not args.quiet
-    m = amirror(cache_root=args.cache_root, show_progress=progress,
-               stall_timeout=getattr(args, "stall_timeout", 15.0), max_workers=getattr(args, "workers", None))
-    verify = False if getattr(args, "no_verify_ssl", False) else getattr(args, "ca_bundle", None)
-    if verify is not None:
-        # TODO(lead): an amirror(verify=...) argument instead of reaching into the options.
-        m._options = dataclasses.replace(m._options, clients=dataclasses.replace(m._options.clients, verify=verify))
-    return m
+    return amirror(cache_root=args.cache_root, show_progress=progress,
+                   stall_timeout=getattr(args, "stall_timeout", 15.0), max_workers=getattr(args, "workers", None),
+                   ca_bundle=getattr(args, "ca_bundle", None), verify=not getattr(args, "no_verify_ssl", False))

@@ -193,6 +193,10 @@ class NoRequestLog(RequestLog):
 # What a server may lack, and how a test says it depends on it: see `require`.
 CAPABILITIES = {
     "stored_checksums": "stores the additional checksum of an upload (x-amz-checksum-crc32) and returns it",
+    "store_in_process": "keeps its objects in this test process (moto's in-process store), where a test can "
+                        "rewrite what the server stores, e.g. give an object an ETag that is not its MD5",
+    "unchecked_signatures": "accepts a request whose signed headers were changed on the way (it does not check "
+                            "SigV4 signatures), so the fault proxy can play a server that ignores If-Match",
 }
 
 
@@ -202,6 +206,7 @@ class CountingMotoServer(ThreadedMotoServer):
     region = "us-east-1"
     ca_bundle: str | None = None
     addressing: str | None = None
+    shared = False  # one per pytest-xdist worker: listing every bucket shows only this worker's
 
     def __init__(self) -> None:
         super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
@@ -243,6 +248,8 @@ class CountingMotoServer(ThreadedMotoServer):
 
 class ExternalServer:
     """An S3 endpoint given by ``POS3_TEST_*`` (see the module docstring), with moto's test surface."""
+
+    shared = True  # pytest-xdist workers use it side by side: a list of every bucket shows theirs too
 
     def __init__(self, config_dir: Path) -> None:
         env = os.environ
@@ -330,6 +337,51 @@ class ExternalServer:
             s3.delete_object(Bucket=name, Key="probe")
             s3.delete_bucket(Bucket=name)
             self._created.discard(name)
+
+    def _probe_store_in_process(self) -> bool:
+        from moto.s3.models import s3_backends
+
+        s3 = self.client()
+        name = f"probe-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+        try:
+            return any(name in regions["global"].buckets for regions in s3_backends.values() if "global" in regions)
+        finally:
+            s3.delete_bucket(Bucket=name)
+            self._created.discard(name)
+
+    def _probe_unchecked_signatures(self) -> bool:
+        s3 = self.client()
+        name = f"probe-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=name)
+
+        def strip(request: Any, **_: Any) -> None:
+            del request.headers["If-Match"]  # signed, then removed: what the proxy's strip_if_match does
+
+        try:
+            etag = s3.put_object(Bucket=name, Key="probe", Body=b"probe")["ETag"]
+            s3.meta.events.register("before-send.s3.HeadObject", strip)
+            try:
+                s3.head_object(Bucket=name, Key="probe", IfMatch=etag)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
+                    return False
+                raise
+            return True
+        finally:
+            s3.meta.events.unregister("before-send.s3.HeadObject", strip)
+            s3.delete_object(Bucket=name, Key="probe")
+            s3.delete_bucket(Bucket=name)
+            self._created.discard(name)
+
+
+def own_buckets(names: list[str], bucket: str, server: Any) -> list[str]:
+    """The names in a list of every bucket that belong to the test whose bucket is ``bucket``.
+
+    On a server shared by pytest-xdist workers (or people), the others' buckets are listed too;
+    the test's own are those named after its bucket. Order is kept.
+    """
+    return [n for n in names if n.removeprefix("s3://").startswith(bucket)] if server.shared else names
 
 
 def require(server: Any, capability: str) -> None:

@@ -300,7 +300,8 @@ async def _multipart(
         return str(upload_id)
 
     # Shielded: a cancellation that arrived while the server was creating the upload would lose
-    # its id, and with it the abort below; it is delivered at the next checkpoint, inside the try.
+    # its id, and with it the abort below; it is delivered at the next checkpoint, which must be
+    # inside the try (the journal write's), never between the two.
     try:
         with anyio.CancelScope(shield=True):
             upload_id: str = await retrying(res, url, create)
@@ -309,10 +310,11 @@ async def _multipart(
             await _abort_orphans(s3, bucket, c.key, "")
         raise
     _IN_FLIGHT.add(upload_id)
-    journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
+    journal: Path | None = None
     etags: list[str] = [""] * count
     sent: list[str] = [""] * count
     try:
+        journal = await anyio.to_thread.run_sync(_journal_add, res.private / "multipart", bucket, c.key, upload_id)
 
         async def send(index: int) -> None:
             async with res.limiter, res.body_slots:
@@ -336,7 +338,7 @@ async def _multipart(
                 raise Unsettled(str(path))
         etag: str = await retrying(res, url, lambda: s3.complete_multipart(bucket, c.key, upload_id, etags))
     except BaseException:
-        if await s3.abort_multipart(bucket, c.key, upload_id, strict=True):
+        if await s3.abort_multipart(bucket, c.key, upload_id, strict=True) and journal is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_journal_remove, journal)
         raise

@@ -247,6 +247,7 @@ class FaultProxy:
         self._ready = threading.Event()
         self._stopped: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []  # every connection, both sides: aborted at stop
         self._server: asyncio.AbstractServer | None = None
         self.port = 0
         self.errors: list[BaseException] = []
@@ -335,13 +336,24 @@ class FaultProxy:
                 await asyncio.wait(self._tasks, timeout=5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+            # A TLS connection closed gracefully waits for the peer's close_notify (up to 30 s);
+            # one still waiting when the loop stops never closes its socket, and its garbage
+            # collection later warns (an error in the suite) in whatever test runs then. Abort
+            # every connection, and let the loop run the callbacks that close their sockets.
+            for writer in self._writers:
+                writer.transport.abort()
+            for _ in range(3):
+                await asyncio.sleep(0)
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.append(writer)
         if self._server_ssl is not None:
-            # Read nothing until `_serve` has put TLS in place: a ClientHello read into the plain
-            # stream's buffer first would be lost to the handshake, which then waits forever (as
-            # it did under load). Called from connection_made, this runs before any read.
+            # Not a byte may reach the plain StreamReader before `start_tls` takes the transport
+            # over: a ClientHello read into its buffer is never handed to the TLS layer, and the
+            # handshake then hangs until both sides time out (a client that sends its ClientHello
+            # at once, before `_serve` gets to run, on a loaded machine). Reading resumes once
+            # `loop.start_tls` installed the TLS protocol.
             writer.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
         self._tasks.add(task)
@@ -409,6 +421,7 @@ class FaultProxy:
                     upstream = await asyncio.wait_for(
                         asyncio.open_connection(*self.upstream, limit=MAX_HEAD, ssl=self._upstream_ssl),
                         IDLE_TIMEOUT)
+                    self._writers.append(upstream[1])
                 up_reader, up_writer = upstream
                 up_writer.write(raw + body)
                 await up_writer.drain()

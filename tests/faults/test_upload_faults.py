@@ -214,6 +214,34 @@ async def test_file_written_during_upload_is_not_recorded_as_synced(
     assert remote_tree(s3, bucket, "out/") == {"out/log.txt": b"first line\nsecond line\n"}
 
 
+async def test_cancelled_while_the_server_creates_a_multipart_upload_still_aborts_it(
+    proxy: FaultProxy, s3: Any, bucket: str, cache_root: Path, tmp_path: Path
+) -> None:
+    """The cancellation lands while CreateMultipartUpload's answer is on the way: the upload it
+    made is still aborted, nothing is left open on the server and no journal entry stays behind."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "big.bin").write_bytes(os.urandom((5 << 20) + 1))  # multipart: two parts
+    proxy.scenario.add(make_rule("hold", method="POST", query="uploads", times=1))  # the answer waits
+
+    def open_uploads() -> list[Any]:
+        return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+    async def cancel_once_created(scope: anyio.CancelScope) -> None:
+        await wait_for(lambda: bool(open_uploads()))  # the server made it; its id is held in the proxy
+        scope.cancel()  # the upload's task is cancelled now, while it waits for the id...
+        proxy.gate.set()  # ...which then arrives, and the cancellation with it
+
+    with anyio.CancelScope() as scope:
+        async with fault_mirror(cache_root) as m, anyio.create_task_group() as tg:
+            await m.upload(f"s3://{bucket}/out", src, interval=None)
+            tg.start_soon(cancel_once_created, scope)
+            await m.flush()
+    assert scope.cancelled_caught
+    assert open_uploads() == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert list((cache_root / ".pos3" / "multipart").glob("*.json")) == []
+
 @pytest.mark.parametrize("checksum", ["when_supported", "when_required"])
 @pytest.mark.parametrize("path", ["/out/f02.bin", "/out/sub/big.bin"], ids=["put", "part"])
 async def test_flipped_request_byte_never_lands(

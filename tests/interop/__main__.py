@@ -47,7 +47,7 @@ HTTPS_SUBSET = [
     "tests/integration/test_training.py",
     "tests/faults/test_download_faults.py",
 ]
-PYTEST_TIMEOUT = 1800.0  # seconds for one scheme's run (about 8 minutes on 2 idle cores for HTTP)
+PYTEST_TIMEOUT = 1800.0  # one scheme's run; HTTP took 11-22 minutes on 2 cores shared with other sessions
 LOCK_WAIT = 900.0
 
 

@@ -20,7 +20,8 @@ def _params(fn: object) -> list[tuple[str, object, object, object]]:
 def test_mirror_and_amirror_take_every_option_as_its_own_keyword() -> None:
     expected = _params(pos3.AsyncMirror.__init__)
     assert [p[0] for p in expected][5:] == ["cache_max_bytes", "lock_timeout", "connect_timeout", "read_timeout",
-                                           "retry_mode", "max_attempts", "stall_timeout", "outage_budget"]
+                                           "retry_mode", "max_attempts", "stall_timeout", "outage_budget", "ca_bundle",
+                                           "verify"]
     for fn in (pos3.mirror, pos3.amirror):
         params = _params(fn)
         assert params == expected, fn.__name__
