@@ -72,6 +72,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="do not create peer venvs; use those already there")
     p.add_argument("--pos3-snapshot", metavar="GIT_REF",
                    help="benchmark pos3/ as committed at this ref (e.g. HEAD) instead of the work tree")
+    p.add_argument("--scope", default="",
+                   help="one sentence for the page's machine table when the run is a subset (what was left out, why)")
     p.add_argument("--no-profile", action="store_true", help="do not profile scenarios that miss a target")
     p.add_argument("--profile", metavar="KEYS",
                    help="profile only these scenarios (comma-separated), when they miss a target")
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                                server.counts_requests, floor)
     targets = report.evaluate(measured, section)
     info = report.machine(clients, server.name)
+    if args.scope:
+        info["scope of this run"] = args.scope
     img = [] if args.no_docs else report.charts(args.img_dir, section, measured)
     links: dict[str, str] = {}
     if not args.no_docs and profiles:

@@ -271,7 +271,7 @@ class Staging:
         return cls(anchor / STAGING_DIRNAME)
 
     def new_path(self) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """A fresh partial-file name; no I/O (the writer creates the folder when it opens the file)."""
         return self.folder / f"{uuid.uuid4().hex}.part"
 
     def resume_path(self, key: str) -> Path:

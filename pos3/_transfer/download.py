@@ -25,7 +25,7 @@ from .._plan import Copy, LocalFile, Plan, Record
 from .._s3 import META_XXH3
 from .context import Resources, Sources, Target
 from .place import DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, place, raise_named
-from .ranged import Resume, ranged_get, read_chunk, verify
+from .ranged import Resume, Stall, ranged_get, verify
 
 __all__ = ["run_download"]
 
@@ -166,7 +166,7 @@ async def download_file(
     seen: set[str] = set()  # xxh3 of bodies whose MD5 was not their ETag
     repairs = 0
     while True:
-        tmp = await anyio.to_thread.run_sync(staging.new_path)
+        tmp = staging.new_path()  # a name only: the writer makes the folder (no thread hop per file)
         try:
             etag, meta, xxh, lf, size = await _streamed_get(res, s3, bucket, c, tmp, confine, final, progress,
                                                            frozenset(seen), _policy.repair_split(c.size, repairs))
@@ -229,21 +229,22 @@ async def _streamed_get(
                         size = int(resp.get("ContentLength", c.size))
                         if size != c.size:
                             c = Copy(c.rel, c.key, size, c.reason)
-                    while True:
-                        want = CHUNK if split is None else min(CHUNK, split - got)
-                        if want <= 0:
-                            break
-                        chunk = await read_chunk(body, want, settings.stall_timeout, url)
-                        if not chunk:
-                            break
-                        got += len(chunk)
-                        progress(len(chunk))
-                        if _policy.body_in_memory(c.size):
-                            chunks.append(chunk)  # hashed with the write, off the loop
-                        else:
-                            if fh is None:
-                                fh = await anyio.to_thread.run_sync(_open_new, tmp)
-                            await anyio.to_thread.run_sync(hash_and_write, h, fh, chunk)
+                    with Stall(settings.stall_timeout, url) as stall:
+                        while True:
+                            want = CHUNK if split is None else min(CHUNK, split - got)
+                            if want <= 0:
+                                break
+                            chunk = await stall.read(body, want)
+                            if not chunk:
+                                break
+                            got += len(chunk)
+                            progress(len(chunk))
+                            if _policy.body_in_memory(c.size):
+                                chunks.append(chunk)  # hashed with the write, off the loop
+                            else:
+                                if fh is None:
+                                    fh = await anyio.to_thread.run_sync(_open_new, tmp)
+                                await anyio.to_thread.run_sync(hash_and_write, h, fh, chunk)
                 if split is not None and got >= split:
                     split = None  # the second request of a repair: from here to the end
                     continue

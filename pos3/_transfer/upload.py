@@ -259,14 +259,18 @@ async def upload_file(
             progress(len(data))
             size = len(data)
             del data
-    else:
-        before = await anyio.to_thread.run_sync(_local.stat_file, path)
-        if not _policy.still_settled(settled, before):
-            raise Unsettled(str(path))
-        async with res.hash_limiter:
-            xxh = (await anyio.to_thread.run_sync(file_digests, path, False)).xxh3
-        size = before.size
-        etag = await _multipart(res, s3, bucket, c, path, before, xxh, progress, is_racy(before.mtime_ns, taken))
+        # The bytes sent are those read between two equal stats (`_read_for_upload`): the record
+        # of ``before`` is true of them. A later change shows as another stat at the next sync (or,
+        # racy, is hashed then: `Record.racy`), so no stat after the PUT (a thread hop per file).
+        return Record.of(c.key, etag, size, before, xxh, taken)
+    before = await anyio.to_thread.run_sync(_local.stat_file, path)
+    if not _policy.still_settled(settled, before):
+        raise Unsettled(str(path))
+    async with res.hash_limiter:
+        xxh = (await anyio.to_thread.run_sync(file_digests, path, False)).xxh3
+    size = before.size
+    etag = await _multipart(res, s3, bucket, c, path, before, xxh, progress, is_racy(before.mtime_ns, taken))
+    # Parts are read one by one while the upload runs: a change between them shows here.
     after = await anyio.to_thread.run_sync(_local.stat_file, path)
     if not _policy.upload_kept_still(before, after, size):
         log.warning("%s changed while it was uploaded to %s; it will be sent again next sync", path, url)
