@@ -9,6 +9,20 @@ import argparse
 
 from ._shard import check_shard
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Every exit code of the command, with its meaning (rendered in docs/cli.md and ``--help``).
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "nothing found (a missing bucket, prefix or local path) or a failure (S3 refused a request, "
+                  "some objects failed: each is listed on stderr, the others were transferred)",
+    EXIT_USAGE: "usage error: bad arguments, an empty path, a URL that is not s3://, an unknown profile",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C, after partial files were removed",
+}
+
 
 def _shard(value: str) -> tuple[int, int]:
     rank, sep, world = value.partition("/")

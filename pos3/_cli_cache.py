@@ -15,8 +15,8 @@ import anyio
 from ._cache import choose_evictions, total_bytes
 from ._cache import entries as cache_entries
 from ._cache import prune as cache_prune
-from ._cli_args import _size
-from ._cli_output import EXIT_OK, _cache_json, _iso, _print_json, _short_time
+from ._cli_args import EXIT_OK, _size
+from ._cli_output import _cache_json, _iso, _print_json, _short_time
 from ._mirror import default_cache_root
 from ._progress import human_bytes
 

@@ -26,19 +26,6 @@ log = logging.getLogger("pos3")
 if TYPE_CHECKING:
     import argparse
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-#: Every exit code of the command, with its meaning (rendered in docs/cli.md and ``--help``).
-EXIT_CODES = {
-    EXIT_OK: "success",
-    EXIT_FAILURE: "nothing found (a missing bucket, prefix or local path) or a failure (S3 refused a request, "
-                  "some objects failed: each is listed on stderr, the others were transferred)",
-    EXIT_USAGE: "usage error: bad arguments, an empty path, a URL that is not s3://, an unknown profile",
-    EXIT_INTERRUPTED: "interrupted by Ctrl-C, after partial files were removed",
-}
 
 
 def _cache_json(e: CacheEntry) -> dict[str, Any]:

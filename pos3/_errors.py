@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import re
-import ssl
 import urllib.parse
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -223,6 +222,8 @@ def certificate_failure(exc: BaseException) -> str | None:
 
     Such a failure is a setting to fix, not a network fault: it is never retried.
     """
+    import ssl  # here, not at the top: `pos3 --help` and `--version` import this module
+
     for e in _chain(exc):
         # aiohttp's ClientConnectorCertificateError is one too, without ssl's attributes.
         if isinstance(e, ssl.SSLCertVerificationError) and getattr(e, "verify_message", None):

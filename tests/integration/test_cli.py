@@ -648,7 +648,7 @@ def test_ls_s3_lists_the_buckets(server: CountingMotoServer, s3: Any, bucket: st
 
 
 def test_stall_timeout_flag_reaches_the_mirror() -> None:
-    from pos3.cli import _open
+    from pos3._cli_run import _open
 
     args = build_parser().parse_args(["download", "s3://b/k", "--stall-timeout", "2.5", "-q"])
     assert args.stall_timeout == 2.5
