@@ -32,6 +32,7 @@ probes the server once and skips with the reason when it lacks the capability.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import os
 import re
@@ -430,10 +431,16 @@ def server(moto_server: CountingMotoServer) -> Iterator[CountingMotoServer]:
     _profiles.reset_registry()
 
 
+@pytest.fixture(scope="session")
+def _session_s3(moto_server: CountingMotoServer) -> Any:
+    """One boto3 client for the session: making one costs about 60 ms, and clients are thread-safe."""
+    return moto_server.client()
+
+
 @pytest.fixture
-def s3(server: CountingMotoServer) -> Any:
+def s3(server: CountingMotoServer, _session_s3: Any) -> Any:
     """A plain boto3 client to seed and inspect the bucket."""
-    return server.client()
+    return _session_s3
 
 
 @pytest.fixture
@@ -492,17 +499,30 @@ def open_mirror(request: pytest.FixtureRequest, cache_root: Path, server: Counti
     return opener
 
 
+# Requests of the seeding and inspecting helpers in flight at once: one request costs tens of
+# milliseconds of round trip on a loaded machine, and a test may seed a thousand objects.
+# (botocore keeps 10 connections per client: more threads would only open and drop connections.)
+HELPER_THREADS = 8
+
+
+def _each(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+    """``[fn(x) for x in items]``, with up to `HELPER_THREADS` calls at once when there are many."""
+    if len(items) <= 2:
+        return [fn(x) for x in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=HELPER_THREADS) as pool:
+        return list(pool.map(fn, items))
+
+
 def put(s3: Any, bucket: str, files: dict[str, bytes]) -> None:
-    for key, data in files.items():
-        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    """Store ``files`` (key -> bytes) in ``bucket``; every object is in place on return."""
+    _each(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), list(files.items()))
 
 
 def remote_tree(s3: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", ()):
-            out[obj["Key"]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-    return out
+    keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", ())]
+    bodies = _each(lambda key: s3.get_object(Bucket=bucket, Key=key)["Body"].read(), keys)
+    return dict(zip(keys, bodies, strict=True))
 
 
 def local_tree(root: Path) -> dict[str, bytes]:

@@ -206,7 +206,7 @@ async def test_an_outage_longer_than_the_budget_fails_clearly_and_records_only_w
     put(s3, bucket, {f"data/{k}": v for k, v in files.items()})
     proxy.outage(3600.0, after_bytes=MiB)
     t0 = time.monotonic()
-    async with opener(outage_budget=2.0) as m:
+    async with opener(outage_budget=2.0, max_attempts=2) as m:
         with pytest.raises(pos3.TransferError) as info:
             await m.download(f"s3://{bucket}/data", tmp_path / "dst")
     assert time.monotonic() - t0 < 60  # the budget (2 s) plus botocore's attempts, never a hang
