@@ -52,6 +52,24 @@ class ClientOptions:
     verify: bool | str | None = None
 
 
+_LOADERS: dict[str | None, Any] = {}
+
+
+def _shared_loader(data_path: str | None) -> Any:
+    """One botocore data loader per data path for the whole process.
+
+    A loader caches the service models it has read; a fresh session builds a new one and parses
+    botocore's JSON files again, 100-150 ms of CPU for each mirror opened. The models are the
+    same for every session, so sessions share the loader (it holds no credentials or settings).
+    """
+    from botocore.loaders import create_loader
+
+    loader = _LOADERS.get(data_path)
+    if loader is None:
+        loader = _LOADERS[data_path] = create_loader(data_path)
+    return loader
+
+
 def _isolated_session() -> AioSession:
     """A session that reads no AWS environment variable and no ``~/.aws`` file, and changes none.
 
@@ -177,6 +195,7 @@ class ClientPool:
         # botocore parses every timestamp with dateutil, a large share of the client CPU per
         # request; S3 sends two fixed formats, parsed here by the standard library instead.
         session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        session.register_component("data_loader", _shared_loader(session.get_config_variable("data_path")))
         return session
 
     async def get(self, profile: Profile | None) -> S3:
