@@ -22,7 +22,7 @@ from .._plan import Copy, LocalFile, LocalTree, Reason, Record, RemoteFile, Remo
 from .._snapshot import Manifest, SnapshotLayout, garbage, newest_complete
 from .._state import root_lock
 from .._urls import S3URL
-from .context import Resources, Sources, Target, run_all
+from .context import Resources, Sources, Target, retrying, run_all
 from .upload import Unsettled, upload_file
 
 __all__ = ["publish_folder", "use_snapshot"]
@@ -34,9 +34,14 @@ COMMIT_ATTEMPTS = 10
 
 
 async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> bytes:
-    async with res.limiter, s3.get(bucket, key) as (body, _):
-        data: bytes = await body.read()
-        return data
+    """A small object (a commit) whole, through outages and throttling."""
+
+    async def send() -> bytes:
+        async with res.limiter, s3.get(bucket, key, stall=res.options.retry.stall_timeout) as (body, _):
+            data: bytes = await body.read()
+            return data
+
+    return await retrying(res, f"s3://{bucket}/{key}", send)
 
 
 async def _newest_snapshot(
@@ -55,13 +60,19 @@ async def _newest_snapshot(
 async def _commit(res: Resources, s3: Any, bucket: str, key: str, body: bytes) -> bool:
     """Write a commit unless one with its number exists; whether this one is there now.
 
-    ``If-None-Match: *`` makes the write conditional; reading it back also catches a server
-    that ignores the condition and let another publisher's commit replace this one.
+    ``If-None-Match: *`` makes the write conditional. The commit is always read back: that
+    catches a server that ignores the condition and let another publisher's commit replace this
+    one, and it tells a write sent again after its answer was lost (412: the key exists, with
+    exactly these bytes) from another publisher's commit (other bytes: the number was taken).
     """
     async with res.limiter:
-        if not await s3.put_new(bucket, key, body):
-            return False
-    return await _read_small(res, s3, bucket, key) == body
+        written = await s3.put_new(bucket, key, body)
+    try:
+        return await _read_small(res, s3, bucket, key) == body
+    except NotFoundError:
+        if written:
+            raise
+        return False  # a concurrent conditional write (409) that has not landed: taken all the same
 
 
 async def _collect_garbage(
