@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._errors import EndpointError, IntegrityError, NotFoundError, translate
+from ._errors import IntegrityError, NotFoundError, translate
 from ._plan import RemoteFile
 from ._retry import Retrier
 
@@ -166,24 +166,15 @@ class S3:
 
     @contextlib.asynccontextmanager
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                  if_match: str | None = None, stall: float | None = None,
-                  ) -> AsyncIterator[tuple[Any, Mapping[str, Any]]]:
-        """Open a GET of ``key`` (bytes ``start..end`` inclusive); yields (body, response).
-
-        With ``stall``, response headers that do not come within ``stall`` seconds raise
-        `EndpointError` (the stall watchdog, before the body; ``read_timeout`` stays a backstop).
-        """
+                  if_match: str | None = None) -> AsyncIterator[tuple[Any, Mapping[str, Any]]]:
+        """Open a GET of ``key`` (bytes ``start..end`` inclusive); yields (body, response)."""
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
         if if_match:
             kwargs["IfMatch"] = f'"{if_match}"'
         try:
-            with anyio.fail_after(stall):
-                resp = await self.client.get_object(**kwargs)
-        except TimeoutError:
-            raise EndpointError(f"s3://{bucket}/{key}: no answer within {stall:g} s (stall timeout)",
-                                url=f"s3://{bucket}/{key}") from None
+            resp = await self.client.get_object(**kwargs)
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from None
         body = resp["Body"]
@@ -329,15 +320,11 @@ class S3:
         Only a 404 answer says so. A 403 says nothing (credentials allowed to ``PutObject`` but
         not to ``HeadBucket`` / ``ListBucket`` are common for upload-only roles), and any other
         error is left for the transfer itself to meet and report.
+        Sent once (botocore's attempts only, not under the outage budget): the answer is advice,
+        and the transfer that follows rides out an outage by itself.
         """
-        async def send() -> None:
-            try:
-                await self.client.head_bucket(Bucket=bucket)
-            except Exception as exc:
-                raise translate(exc, f"s3://{bucket}/") from None
-
         try:
-            await self._call(f"s3://{bucket}/", send)
-        except Exception as err:
-            return isinstance(err, NotFoundError)
+            await self.client.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            return isinstance(translate(exc, f"s3://{bucket}/"), NotFoundError)
         return False

@@ -37,7 +37,7 @@ async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> tuple[b
     """A small object (a commit) whole, and its server LastModified (ISO 8601), through outages."""
 
     async def send() -> tuple[bytes, str]:
-        async with res.limiter, s3.get(bucket, key, stall=res.options.retry.stall_timeout) as (body, resp):
+        async with res.limiter, s3.get(bucket, key) as (body, resp):
             data: bytes = await body.read()
             stamp = getattr(resp.get("LastModified"), "isoformat", None)
             return data, str(stamp()) if callable(stamp) else ""

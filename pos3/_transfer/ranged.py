@@ -235,8 +235,7 @@ async def _ranged_parts(
                 try:
                     await res.throttle.wait()
                     async with res.limiter, s3.get(bucket, c.key, start=pos, end=end,
-                                                   if_match=info.get("etag") or listed_etag or None,
-                                                   stall=settings.stall_timeout) as (body, resp):
+                                                   if_match=info.get("etag") or listed_etag or None) as (body, resp):
                         answered = True
                         res.throttle.ok()
                         total = _policy.content_range_total(str(resp.get("ContentRange") or ""))
