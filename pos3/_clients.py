@@ -19,6 +19,7 @@ import anyio
 
 from ._errors import ProfileError, certificate_failure, translate
 from ._profiles import Profile, tls_verify
+from ._retry import Retrier
 from ._s3 import S3
 
 if TYPE_CHECKING:
@@ -152,12 +153,15 @@ class ClientPool:
 
     ``on_throttle`` is called for every throttling answer (503 SlowDown...), including those
     botocore retries by itself, so the whole mirror can back off at once (see
-    `_transfer.context.Throttle`).
+    `pos3._retry.Throttle`). ``retrier`` is given to every `S3`: its metadata requests (listing,
+    HEAD, DeleteObjects, conditional PUT) ride out outages and throttling by the mirror's rules.
     """
 
-    def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None) -> None:
+    def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None,
+                 retrier: Retrier | None = None) -> None:
         self._options = options
         self._on_throttle = on_throttle
+        self._retrier = retrier
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Profile | None, S3] = {}
         self._lock = anyio.Lock()
@@ -236,7 +240,7 @@ class ClientPool:
                 raise translate(exc, where) from None
             # Registered first, so it runs before botocore's retry handler decides to retry.
             client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
-            found = self._clients[profile] = S3(client)
+            found = self._clients[profile] = S3(client, self._retrier)
             return found
 
     def _observe(self, response: Any = None, **_: Any) -> None:

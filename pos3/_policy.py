@@ -29,6 +29,7 @@ __all__ = [
     "body_in_memory",
     "check_body",
     "classify",
+    "completed_before",
     "content_range_total",
     "download_part_size",
     "etag_is_md5",
@@ -315,6 +316,17 @@ def content_range_total(value: str) -> int | None:
     """The total size in a ``Content-Range`` header (``bytes 0-99/1000``), ``None`` if absent or ``*``."""
     _, _, total = value.rpartition("/")
     return int(total) if total.strip().isdigit() else None
+
+
+def completed_before(code: str | None, found_xxh3: str | None, found_size: int | None, *, xxh3: str,
+                     size: int) -> bool:
+    """Whether a CompleteMultipartUpload that failed with ``code`` had in fact completed before.
+
+    A Complete whose answer was lost and that is sent again finds the upload gone
+    (``NoSuchUpload``). The object then in place (its pos3 fingerprint ``found_xxh3`` and size)
+    tells whether it was this upload's: only the very bytes sent count as done.
+    """
+    return code in ("NoSuchUpload", "404") and bool(xxh3) and found_xxh3 == xxh3 and found_size == size
 
 
 def is_changed_version(code: str | None) -> bool:

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from ._errors import IntegrityError, NotFoundError, translate
 from ._plan import RemoteFile
+from ._retry import Retrier
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -29,6 +30,7 @@ __all__ = ["S3", "Listing"]
 
 META_XXH3 = "pos3-xxh3"
 ABORT_BOUND = 60.0  # seconds an abort of a multipart upload may take, even under cancellation
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,21 +70,40 @@ def _check_stored(what: str, etag: str, md5: str | None, resp: Mapping[str, Any]
 
 
 class S3:
-    """S3 operations on one client, with errors translated and URLs in every message."""
+    """S3 operations on one client, with errors translated and URLs in every message.
 
-    def __init__(self, client: S3Client) -> None:
+    With a ``retrier`` (the mirror's), the requests that carry no body stream and are safe to send
+    again (ListObjectsV2 pages, HEAD, DeleteObjects, ListMultipartUploads, ListBuckets, HeadBucket,
+    the conditional PUT of `put_new`) ride out connection failures and throttling here, under the
+    mirror's outage budget. GETs and uploads are retried by their callers (`pos3._transfer`),
+    which resume from the last good byte or know how to check a lost answer.
+    """
+
+    def __init__(self, client: S3Client, retrier: Retrier | None = None) -> None:
         self.client = client
+        self.retrier = retrier
+
+    async def _call(self, url: str, send: Callable[[], Awaitable[T]]) -> T:
+        """``send`` (which raises translated errors), retried by the retrier when there is one."""
+        if self.retrier is None:
+            return await send()
+        return await self.retrier.call(url, send)
 
     async def _pages(self, bucket: str, prefix: str, delimiter: str = "") -> AsyncIterator[Mapping[str, Any]]:
         """Every ListObjectsV2 page below ``prefix``; errors translated once, here."""
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
         if delimiter:
             kwargs["Delimiter"] = delimiter
-        while True:
+        url = f"s3://{bucket}/{prefix}"
+
+        async def send() -> Mapping[str, Any]:
             try:
-                page = await self.client.list_objects_v2(**kwargs)
+                return await self.client.list_objects_v2(**kwargs)
             except Exception as exc:
-                raise translate(exc, f"s3://{bucket}/{prefix}") from None
+                raise translate(exc, url) from None
+
+        while True:
+            page = await self._call(url, send)  # one page at a time: an outage does not restart the listing
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -107,10 +128,13 @@ class S3:
         Every other key starting with ``prefix`` sorts after ``prefix`` itself, so this tells
         whether an object named exactly ``prefix`` exists without listing what is below it.
         """
-        try:
-            page = await self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+        async def send() -> Mapping[str, Any]:
+            try:
+                return await self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            except Exception as exc:
+                raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+
+        page = await self._call(f"s3://{bucket}/{prefix}", send)
         contents = page.get("Contents") or ()
         return _remote_file(contents[0]) if contents else None
 
@@ -125,16 +149,20 @@ class S3:
 
     async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         """The object's metadata, or ``None`` when it does not exist."""
+        async def send() -> dict[str, Any]:
+            try:
+                return dict(await self.client.head_object(Bucket=bucket, Key=key))
+            except Exception as exc:
+                raise translate(exc, f"s3://{bucket}/{key}") from None
+
         try:
-            resp = await self.client.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            err = translate(exc, f"s3://{bucket}/{key}")
-            if isinstance(err, NotFoundError) and err.code != "NoSuchBucket":
-                # HEAD has no body: a missing bucket also answers 404. Tell them apart.
-                await self.list_all(bucket, key + "\x7f")
-                return None
-            raise err from None
-        return dict(resp)
+            return await self._call(f"s3://{bucket}/{key}", send)
+        except NotFoundError as err:
+            if err.code == "NoSuchBucket":
+                raise
+            # HEAD has no body: a missing bucket also answers 404. Tell them apart.
+            await self.list_all(bucket, key + "\x7f")
+            return None
 
     @contextlib.asynccontextmanager
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
@@ -178,14 +206,19 @@ class S3:
             concurrent conditional write of it won (409 ConditionalRequestConflict). A server
             that ignores the condition writes anyway (the caller reads back to find out).
         """
-        try:
-            await self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except Exception as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise translate(exc, f"s3://{bucket}/{key}") from exc
-        return True
+        async def send() -> bool:
+            try:
+                await self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    return False
+                raise translate(exc, f"s3://{bucket}/{key}") from exc
+            return True
+
+        # A retry of a write whose answer was lost finds its own object there (412): the caller
+        # reads the key back to tell its own write from another writer's.
+        return await self._call(f"s3://{bucket}/{key}", send)
 
     async def create_multipart(self, bucket: str, key: str, metadata: Mapping[str, str]) -> str:
         return (await self.open_multipart(bucket, key, metadata))[0]
@@ -238,22 +271,30 @@ class S3:
 
     async def list_multipart(self, bucket: str, prefix: str) -> list[tuple[str, str, Any]]:
         """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""
-        try:
-            resp = await self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{prefix}") from None
+        async def send() -> Mapping[str, Any]:
+            try:
+                return await self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+            except Exception as exc:
+                raise translate(exc, f"s3://{bucket}/{prefix}") from None
+
+        resp = await self._call(f"s3://{bucket}/{prefix}", send)
         return [(u["Key"], u["UploadId"], u.get("Initiated")) for u in resp.get("Uploads", ())]
 
     async def delete_many(self, bucket: str, keys: list[str]) -> list[tuple[str, BaseException]]:
         """Delete up to 1000 keys in one request; returns the keys that failed, with why."""
         if not keys:
             return []
+        async def send() -> Mapping[str, Any]:
+            try:
+                return await self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+                )
+            except Exception as exc:
+                raise translate(exc, f"s3://{bucket}/{keys[0]}") from None
+
         try:
-            resp = await self.client.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
-            )
-        except Exception as exc:
-            err = translate(exc, f"s3://{bucket}/{keys[0]}")
+            resp = await self._call(f"s3://{bucket}/{keys[0]}", send)  # deleting twice is harmless
+        except Exception as err:
             return [(k, err) for k in keys]
         failed: list[tuple[str, BaseException]] = []
         errors: list[Mapping[str, Any]] = list(resp.get("Errors", ()))
@@ -264,10 +305,13 @@ class S3:
 
     async def buckets(self) -> list[str]:
         """The names of the buckets these credentials own (``ListBuckets``), sorted."""
-        try:
-            resp = await self.client.list_buckets()
-        except Exception as exc:
-            raise translate(exc, "s3://") from None
+        async def send() -> Mapping[str, Any]:
+            try:
+                return await self.client.list_buckets()
+            except Exception as exc:
+                raise translate(exc, "s3://") from None
+
+        resp = await self._call("s3://", send)
         return sorted(str(b.get("Name", "")) for b in resp.get("Buckets", ()))
 
     async def bucket_missing(self, bucket: str) -> bool:
@@ -276,10 +320,11 @@ class S3:
         Only a 404 answer says so. A 403 says nothing (credentials allowed to ``PutObject`` but
         not to ``HeadBucket`` / ``ListBucket`` are common for upload-only roles), and any other
         error is left for the transfer itself to meet and report.
+        Sent once (botocore's attempts only, not under the outage budget): the answer is advice,
+        and the transfer that follows rides out an outage by itself.
         """
         try:
             await self.client.head_bucket(Bucket=bucket)
         except Exception as exc:
-            err = translate(exc, f"s3://{bucket}/")
-            return isinstance(err, NotFoundError)
+            return isinstance(translate(exc, f"s3://{bucket}/"), NotFoundError)
         return False

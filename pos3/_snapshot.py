@@ -8,20 +8,25 @@ Layout below a prefix ``P/`` uploaded with ``upload(..., atomic=True)``::
 A publish uploads the missing objects first and writes the next commit last, so a reader that
 takes the newest commit whose objects all exist sees one complete snapshot — the previous one or
 the new one, never a mix. Old commits beyond the newest `KEEP` and objects none of the kept
-commits reference are garbage-collected after a publish.
+commits reference are garbage-collected after a publish (`garbage`), with a grace period for
+objects no commit refers to: they may belong to another publisher whose commit is not written yet.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ._plan import RemoteFile
 
-__all__ = ["KEEP", "Manifest", "SnapshotLayout"]
+__all__ = ["GRACE", "KEEP", "Manifest", "SnapshotLayout", "garbage"]
 
 KEEP = 2
+# Seconds an object that no commit refers to is kept, by the server's clock: long enough for a
+# concurrent publisher to upload a large snapshot and write its commit.
+GRACE = 24 * 3600.0
 FORMAT = "pos3-snapshot/1"
 
 
@@ -103,13 +108,44 @@ def newest_complete(
     return None
 
 
+def _age(modified: str, now: str) -> float | None:
+    """Seconds from ``modified`` to ``now`` (ISO 8601 server times), ``None`` if either is unknown."""
+    try:
+        then, at = datetime.datetime.fromisoformat(modified), datetime.datetime.fromisoformat(now)
+        return (at - then).total_seconds()
+    except (ValueError, TypeError):
+        return None
+
+
 def garbage(layout: SnapshotLayout, commit_keys: Iterable[str], kept: Iterable[Manifest],
-            objects: Iterable[str]) -> list[str]:
-    """Keys to delete after a publish: commits older than the kept ones, unreferenced objects."""
+            objects: Iterable[str], *, dropped: Iterable[Manifest] = (), modified: Mapping[str, str] | None = None,
+            now: str = "", grace: float = GRACE) -> list[str]:
+    """Keys to delete after a publish: commits older than the kept ones, and objects no kept commit
+    refers to, under the grace rule below.
+
+    Args:
+        commit_keys: Commit keys found below the layout.
+        kept: The manifests kept (this publish's and the one before it).
+        objects: Object keys found (listed, and uploaded by this publish).
+        dropped: Manifests of commits being deleted that were read: their objects, when no kept
+            commit refers to them, are collected at once (they were committed, then superseded).
+        modified: Server LastModified (ISO 8601) of listed object keys.
+        now: The server time of this publish's commit (ISO 8601).
+        grace: Seconds an object that no read commit refers to is kept. Such an object may be
+            another publisher's, uploaded for a commit not written yet: it is collected only
+            when the server says it is at least ``grace`` seconds older than this commit, and
+            never when either time is unknown. Two concurrent publishers therefore never remove
+            each other's uncommitted objects.
+    """
     kept = list(kept)
     kept_seqs = {m.seq for m in kept}
     oldest = min(kept_seqs) if kept_seqs else 0
     referenced = {layout.object_key(h) for m in kept for h, _ in m.files.values()}
+    superseded = {layout.object_key(h) for m in dropped for h, _ in m.files.values()}
+    ages = modified or {}
     out = [k for k in commit_keys if (s := layout.commit_seq(k)) is not None and s < oldest]
-    out += [k for k in objects if k not in referenced]
+    for k in set(objects) - referenced:
+        age = _age(ages.get(k, ""), now)
+        if k in superseded or (age is not None and age >= grace):
+            out.append(k)
     return sorted(out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from .._concurrency import MAX_IN_FLIGHT, requests_in_flight
 from .._plan import Copy, LocalTree, Record, RemoteTree
 from .._profiles import Profile
 from .._progress import Progress
+from .._retry import Retrier, Throttle
 from .._state import StateStore
 from .._urls import S3URL
 
@@ -112,53 +112,10 @@ class RateLimit:
                 await anyio.sleep(-self._available / self.rate)
 
 
-class Throttle:
-    """The mirror-wide pause after throttling answers (503 SlowDown), shared by every worker.
-
-    Levels and pauses are decided by `_policy.throttle_level` and `_policy.throttle_pause`;
-    every request waits here first, so a throttled endpoint sees the whole mirror slow down.
-    """
-
-    def __init__(self) -> None:
-        self.level = 0
-        self.resume_at = 0.0
-
-    async def wait(self) -> None:
-        delay = self.resume_at - time.monotonic()
-        if delay > 0:
-            await anyio.sleep(delay)
-
-    def answered(self, *, slowed: bool) -> None:
-        now = time.monotonic()
-        level = _policy.throttle_level(self.level, now=now, resume_at=self.resume_at, slowed=slowed)
-        if slowed and now >= self.resume_at:
-            self.resume_at = now + _policy.throttle_pause(level, random.random())
-            log.info("the endpoint is throttling (503 SlowDown): every worker pauses %.1f s",
-                     self.resume_at - now)
-        self.level = level
-
-
 async def retrying(res: Resources, url: str, send: Callable[[], Awaitable[T]]) -> T:
-    """One request, retried through connection failures and throttling until the outage budget is spent."""
-    state = _policy.Attempts()
-    while True:
-        await res.throttle.wait()
-        try:
-            out = await send()
-        except Exception as exc:
-            fault = _policy.classify(exc, answered=False)
-            if fault is _policy.Fault.THROTTLE:
-                res.throttle.answered(slowed=True)
-            state, delay = _policy.after_failure(state, fault, progressed=False, now=time.monotonic(),
-                                                 rand=random.random(), settings=res.options.retry)
-            if delay is None:
-                raise
-            log.info("%s: %s; retrying in %.2f s", url, exc, delay)
-            await anyio.sleep(delay)
-            continue
-        if res.throttle.level:
-            res.throttle.answered(slowed=False)
-        return out
+    """One request, retried through connection failures and throttling until the outage budget
+    is spent (`Retrier.call`: the same rule as every other request of the mirror)."""
+    return await res.retrier.call(url, send)
 
 
 class Resources:
@@ -169,8 +126,9 @@ class Resources:
         self.private = cache_root / ".pos3"
         self.options = options
         self.progress = progress
-        self.throttle = Throttle()
-        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True))
+        self.retrier = Retrier(options.retry)
+        self.throttle = self.retrier.throttle
+        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True), self.retrier)
         # Every request of the mirror at once; each transfer also has its own limit (`transfer_limit`).
         self.limiter = anyio.Semaphore(options.max_workers or MAX_IN_FLIGHT)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -217,8 +216,7 @@ async def _streamed_get(
                 await res.throttle.wait()
                 async with s3.get(bucket, c.key, start=got, if_match=etag or None) as (body, resp):
                     answered = True
-                    if res.throttle.level:
-                        res.throttle.answered(slowed=False)
+                    res.throttle.ok()
                     if h is None:
                         etag = str(resp.get("ETag", "")).strip('"')
                         meta = dict(resp.get("Metadata") or {})
@@ -252,15 +250,11 @@ async def _streamed_get(
                     raise EndpointError(f"{url}: body ended after {got} of {c.size} bytes", url=url)
                 break
             except Exception as exc:
-                fault = _policy.classify(translate(exc, url), answered=answered)
-                if fault is _policy.Fault.THROTTLE:
-                    res.throttle.answered(slowed=True)
-                state, delay = _policy.after_failure(state, fault, progressed=got > before, now=time.monotonic(),
-                                                     rand=random.random(), settings=settings)
-                if delay is None:
+                found = await res.retrier.back_off(state, translate(exc, url), answered=answered,
+                                                   progressed=got > before, what=f"{url} at byte {got}")
+                if found is None:
                     raise
-                log.info("%s: %s at byte %d; resuming in %.2f s", url, exc, got, delay)
-                await anyio.sleep(delay)
+                state = found
         assert h is not None
         hasher, size = h, c.size
 

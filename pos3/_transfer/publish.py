@@ -23,7 +23,7 @@ from .._plan import Copy, LocalFile, LocalTree, Reason, Record, RemoteFile, Remo
 from .._snapshot import Manifest, SnapshotLayout, garbage, newest_complete
 from .._state import root_lock
 from .._urls import S3URL
-from .context import Resources, Sources, Target, run_all
+from .context import Resources, Sources, Target, retrying, run_all
 from .upload import Unsettled, upload_file
 
 __all__ = ["publish_folder", "use_snapshot"]
@@ -46,10 +46,16 @@ def _digest(path: Path, settled: LocalFile | None) -> str:
     return xxh3
 
 
-async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> bytes:
-    async with res.limiter, s3.get(bucket, key) as (body, _):
-        data: bytes = await body.read()
-        return data
+async def _read_small(res: Resources, s3: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    """A small object (a commit) whole, and its server LastModified (ISO 8601), through outages."""
+
+    async def send() -> tuple[bytes, str]:
+        async with res.limiter, s3.get(bucket, key) as (body, resp):
+            data: bytes = await body.read()
+            stamp = getattr(resp.get("LastModified"), "isoformat", None)
+            return data, str(stamp()) if callable(stamp) else ""
+
+    return await retrying(res, f"s3://{bucket}/{key}", send)
 
 
 async def _newest_snapshot(
@@ -58,34 +64,65 @@ async def _newest_snapshot(
     """The newest commit below ``layout`` whose objects all exist in ``keys`` (by key)."""
     seqs = sorted((seq, k) for k in keys if (seq := layout.commit_seq(k)) is not None)
     for _, key in reversed(seqs):
-        manifest = Manifest.from_json(await _read_small(res, s3, bucket, key), f"s3://{bucket}/{key}")
+        manifest = Manifest.from_json((await _read_small(res, s3, bucket, key))[0], f"s3://{bucket}/{key}")
         found = newest_complete(layout, [manifest], keys)
         if found is not None:
             return found
     return None
 
 
-async def _commit(res: Resources, s3: Any, bucket: str, key: str, body: bytes) -> bool:
-    """Write a commit unless one with its number exists; whether this one is there now.
+async def _commit(res: Resources, s3: Any, bucket: str, key: str, body: bytes) -> str | None:
+    """Write a commit unless one with its number exists; when this one is there now, its server
+    time (ISO 8601, ``""`` if the server sent none), else ``None``.
 
-    ``If-None-Match: *`` makes the write conditional; reading it back also catches a server
-    that ignores the condition and let another publisher's commit replace this one.
+    ``If-None-Match: *`` makes the write conditional. The commit is always read back: that
+    catches a server that ignores the condition and let another publisher's commit replace this
+    one, and it tells a write sent again after its answer was lost (412: the key exists, with
+    exactly these bytes) from another publisher's commit (other bytes: the number was taken).
     """
     async with res.limiter:
-        if not await s3.put_new(bucket, key, body):
-            return False
-    return await _read_small(res, s3, bucket, key) == body
+        written = await s3.put_new(bucket, key, body)
+    try:
+        found, stamp = await _read_small(res, s3, bucket, key)
+    except NotFoundError:
+        if written:
+            raise
+        return None  # a concurrent conditional write (409) that has not landed: taken all the same
+    return stamp if found == body else None
+
+
+# Superseded commits read at most per publish to learn which objects were theirs (older ones'
+# objects count as unreferenced, and wait out the grace period).
+DROPPED_READ = 8
 
 
 async def _collect_garbage(
     res: Resources, s3: Any, url: S3URL, layout: SnapshotLayout, keys: Mapping[str, RemoteFile],
-    uploaded: Mapping[str, str], manifest: Manifest, previous: Manifest | None,
+    uploaded: Mapping[str, str], manifest: Manifest, previous: Manifest | None, now: str,
 ) -> None:
-    """Remove commits older than the kept ones and objects no kept commit refers to."""
+    """Remove commits older than the kept ones and objects no kept commit refers to (see
+    `pos3._snapshot.garbage` for the grace rule that spares other publishers' uncommitted objects).
+
+    When a commit newer than this one exists, another publisher committed since: collecting is
+    left to it (its listing is newer), so that nothing its commit refers to is removed here.
+    """
+    commit_keys = [f.key for f in (await s3.list_all(url.bucket, layout.commits)).files
+                   if layout.commit_seq(f.key) is not None]
+    if any((layout.commit_seq(k) or 0) > manifest.seq for k in commit_keys):
+        log.info("%s: a newer commit exists; leaving old snapshot data to its publisher", url)
+        return
     kept = [manifest] + ([previous] if previous is not None else [])
-    commit_keys = [k for k in keys if layout.commit_seq(k) is not None]
+    oldest = min(m.seq for m in kept)
+    old = sorted((seq, k) for k in commit_keys if (seq := layout.commit_seq(k)) is not None and seq < oldest)
+    dropped: list[Manifest] = []
+    for _, key in old[-DROPPED_READ:]:
+        try:
+            dropped.append(Manifest.from_json((await _read_small(res, s3, url.bucket, key))[0], url.child(key)))
+        except (NotFoundError, ValueError) as exc:  # gone meanwhile, or not a manifest: its objects wait
+            log.debug("%s: %s", url.child(key), exc)
     objects = [k for k in [*keys, *uploaded] if k.startswith(layout.objects)]
-    junk = garbage(layout, commit_keys, kept, objects)
+    modified = {k: f.last_modified for k, f in keys.items()}
+    junk = garbage(layout, commit_keys, kept, objects, dropped=dropped, modified=modified, now=now)
     for i in range(0, len(junk), 1000):
         async with res.limiter:
             for key, err in await s3.delete_many(url.bucket, junk[i : i + 1000]):
@@ -213,8 +250,9 @@ async def publish_folder(
             manifest = Manifest(top + 1, merged, dirs)
             if manifest.same_content(previous):
                 break
-            if await _commit(res, s3, bucket, layout.commit_key(manifest.seq), manifest.to_json()):
-                await _collect_garbage(res, s3, url, layout, keys, uploaded, manifest, previous)
+            stamp = await _commit(res, s3, bucket, layout.commit_key(manifest.seq), manifest.to_json())
+            if stamp is not None:
+                await _collect_garbage(res, s3, url, layout, keys, uploaded, manifest, previous, stamp)
                 break
             # Another publisher took this number since the listing: build on its commit and
             # take the next number (with delete=False its files are kept, as for any newer commit).

@@ -8,13 +8,10 @@ fingerprinted in order while later parts still arrive, then checked as a whole.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import math
 import os
-import random
-import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,7 @@ from .._errors import EndpointError, IntegrityError, NotFoundError, S3Error, tra
 from .._hashing import CHUNK, Hasher
 from .._plan import Copy
 from .._s3 import META_XXH3
-from .context import Resources, retrying
+from .context import Resources
 from .place import hash_range, raise_named
 
 __all__ = ["Resume", "Stall", "VersionChanged", "ranged_get", "read_chunk", "verify"]
@@ -186,7 +183,7 @@ async def ranged_get(
             if changes > 2:
                 raise
             log.info("%s; fetching the new version", exc)
-            head = await retrying(res, url, functools.partial(s3.head, bucket, c.key))
+            head = await s3.head(bucket, c.key)  # retried through outages by the client
             if head is None:
                 raise NotFoundError(f"{url}: deleted while it was downloaded", url=url, code="NoSuchKey") from exc
             c = Copy(c.rel, c.key, int(head.get("ContentLength", 0)), c.reason)
@@ -274,8 +271,7 @@ async def _ranged_parts(
                     async with res.limiter, s3.get(bucket, c.key, start=pos, end=end,
                                                    if_match=info.get("etag") or listed_etag or None) as (body, resp):
                         answered = True
-                        if res.throttle.level:
-                            res.throttle.answered(slowed=False)
+                        res.throttle.ok()
                         total = _policy.content_range_total(str(resp.get("ContentRange") or ""))
                         if total is not None and total != c.size:
                             raise VersionChanged(f"{url}: the object changed since it was listed ({total} bytes, "
@@ -302,15 +298,11 @@ async def _ranged_parts(
                     if isinstance(err, S3Error) and _policy.is_changed_version(err.code):
                         raise VersionChanged(f"{url}: the object changed since it was listed (If-Match failed)",
                                              url=url, code=err.code) from exc
-                    fault = _policy.classify(err, answered=answered)
-                    if fault is _policy.Fault.THROTTLE:
-                        res.throttle.answered(slowed=True)
-                    state, delay = _policy.after_failure(state, fault, progressed=pos > before, now=time.monotonic(),
-                                                         rand=random.random(), settings=settings)
-                    if delay is None:
+                    found = await res.retrier.back_off(state, err, answered=answered, progressed=pos > before,
+                                                       what=f"{url} at byte {pos}")
+                    if found is None:
                         raise
-                    log.info("%s: %s at byte %d; resuming in %.2f s", url, exc, pos, delay)
-                    await anyio.sleep(delay)
+                    state = found
             async with save:
                 await anyio.to_thread.run_sync(journal.mark_done, index, info["etag"], info["meta"])
             landed[0].set()

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from .. import _local, _policy
-from .._errors import Failure, IntegrityError, TransferError, translate
+from .._errors import Failure, IntegrityError, S3Error, TransferError, translate
 from .._hashing import Hasher, file_digests
 from .._plan import Copy, LocalFile, Plan, Record, is_racy
 from .._s3 import META_XXH3
@@ -340,7 +340,7 @@ async def _multipart(
                 again = await anyio.to_thread.run_sync(_digests_by_part, path, part)
             if again != (xxh, sent):
                 raise Unsettled(str(path))
-        etag: str = await retrying(res, url, lambda: s3.complete_multipart(bucket, c.key, upload_id, etags))
+        etag = await _complete(res, s3, bucket, c.key, upload_id, etags, xxh, before.size)
     except BaseException:
         if await s3.abort_multipart(bucket, c.key, upload_id, strict=True) and journal is not None:
             with anyio.CancelScope(shield=True):
@@ -352,6 +352,24 @@ async def _multipart(
             await _abort_orphans(s3, bucket, c.key, upload_id)
     await anyio.to_thread.run_sync(_journal_remove, journal)
     return etag
+
+
+async def _complete(res: Resources, s3: Any, bucket: str, key: str, upload_id: str, etags: list[str], xxh: str,
+                    size: int) -> str:
+    """CompleteMultipartUpload through outages; a Complete sent again after its answer was lost
+    finds NoSuchUpload, and then the object in place is taken when it is the one sent
+    (`_policy.completed_before`), else the error stands."""
+    url = f"s3://{bucket}/{key}"
+    try:
+        return str(await retrying(res, url, lambda: s3.complete_multipart(bucket, key, upload_id, etags)))
+    except S3Error as exc:
+        head = await s3.head(bucket, key) if exc.code in ("NoSuchUpload", "404") else None
+        found = (head or {}).get("Metadata", {}).get(META_XXH3)
+        length = (head or {}).get("ContentLength")
+        if head is None or not _policy.completed_before(exc.code, found, length, xxh3=xxh, size=size):
+            raise
+        log.info("%s: the multipart upload had completed before its answer was lost", url)
+        return str(head.get("ETag", "")).strip('"')
 
 
 async def _abort_orphans(s3: Any, bucket: str, key: str, ours: str) -> None:

@@ -255,6 +255,7 @@ class FaultProxy:
         self.connections = 0  # TCP connections accepted (with ``server_ssl``: before the TLS handshake)
         self.request_bytes = 0  # request body bytes relayed to the server
         self._outage: tuple[int, float, str] | None = None
+        self._outage_when: Rule | None = None
         self.outage_started: float | None = None  # time.monotonic() when the outage window opened
         self.outages: list[float] = []  # when each outage window opened
 
@@ -281,21 +282,27 @@ class FaultProxy:
         thread.join(10)
         self._loop = self._thread = None
 
-    def outage(self, seconds: float, *, after_bytes: int = 0, kind: str = "reset") -> None:
+    def outage(self, seconds: float, *, after_bytes: int = 0, kind: str = "reset",
+               when: Rule | None = None) -> None:
         """Once ``after_bytes`` body bytes (either way) went through, be down for ``seconds``:
-        ``kind="reset"`` resets every connection, ``kind="slowdown"`` answers every request 503 SlowDown."""
+        ``kind="reset"`` resets every connection, ``kind="slowdown"`` answers every request 503 SlowDown.
+        With ``when``, the window opens only at the first request that rule matches (its action is
+        ignored), e.g. the first DeleteObjects: ``make_rule("pass", method="POST", query="delete")``."""
         assert kind in ("reset", "slowdown")
         self.outage_started = None
+        self._outage_when = when
         self._outage = (after_bytes, seconds, kind) if seconds > 0 else None
 
-    def _down(self) -> str | None:
-        """The kind of the outage under way, else ``None``."""
+    def _down(self, req: Request | None = None) -> str | None:
+        """The kind of the outage under way, else ``None``; ``req``: a new request (it may open one)."""
         if self._outage is None:
             return None
         after, seconds, kind = self._outage
         now = time.monotonic()
         if self.outage_started is None:
             if self.body_bytes + self.request_bytes < after:
+                return None
+            if self._outage_when is not None and (req is None or not self._outage_when.matches(req)):
                 return None
             self.outage_started = now
             self.outages.append(now)
@@ -383,7 +390,7 @@ class FaultProxy:
                 self.request_bytes += len(body)
                 path, _, query = target.partition("?")
                 req = Request(method, path, query, headers)
-                down = self._down()
+                down = self._down(req)
                 action = self.scenario.pick(req) if down is None else Action(
                     "reset" if down == "reset" else "status", status=503, code="SlowDown")
                 with self._log_lock:

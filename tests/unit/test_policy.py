@@ -24,6 +24,7 @@ from pos3._policy import (
     body_in_memory,
     check_body,
     classify,
+    completed_before,
     content_range_total,
     download_part_size,
     etag_is_md5,
@@ -310,3 +311,12 @@ def test_exit_rules() -> None:
     assert uploads_on_exit([plain, on_error], ValueError, ValueError()) == ([on_error], False)
     assert uploads_on_exit([plain, on_error], SystemExit, SystemExit(2)) == ([on_error], False)
     assert uploads_on_exit([plain, on_error], KeyboardInterrupt, KeyboardInterrupt()) == ([], False)
+
+
+def test_a_complete_sent_again_counts_as_done_only_for_the_bytes_sent() -> None:
+    assert completed_before("NoSuchUpload", "abc", 10, xxh3="abc", size=10)
+    assert not completed_before("NoSuchUpload", "other", 10, xxh3="abc", size=10)  # another writer's object
+    assert not completed_before("NoSuchUpload", "abc", 11, xxh3="abc", size=10)
+    assert not completed_before("NoSuchUpload", None, None, xxh3="abc", size=10)  # nothing there
+    assert not completed_before("InternalError", "abc", 10, xxh3="abc", size=10)  # not a lost answer
+    assert not completed_before("NoSuchUpload", "", 10, xxh3="", size=10)
