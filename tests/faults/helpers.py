@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,12 @@ def assert_upload_invariant(s3: Any, bucket: str, prefix: str, files: dict[str, 
         named = failed_keys(error)
         if prefix.rstrip("/") not in named:  # a failure of the whole prefix (its listing) covers every key
             assert wrong <= named, f"wrong {sorted(wrong)} but the error names {error}"
+
+
+def record_timing(name: str, kind: str, healthy: float, faulty: float) -> None:
+    """Keep a scenario's measured times (``POS3_FAULT_TIMINGS=file`` collects them for the issue note)."""
+    out = os.environ.get("POS3_FAULT_TIMINGS")
+    if out:
+        with open(out, "a") as fh:
+            fh.write(json.dumps({"scenario": name, "facade": kind, "healthy_s": round(healthy, 2),
+                                 "faulty_s": round(faulty, 2)}) + "\n")

@@ -10,8 +10,6 @@ go through ranged GETs and multipart uploads.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ import pytest
 import pos3
 from tests.conftest import SyncFacade, local_tree, put, remote_tree
 from tests.faults.conftest import fault_mirror
+from tests.faults.helpers import record_timing
 from tests.faults.proxy import FaultProxy, make_rule
 
 pytestmark = pytest.mark.anyio
@@ -66,15 +65,6 @@ def opener(request: pytest.FixtureRequest, cache_root: Path) -> Opener:
     return open_
 
 
-def _record(name: str, kind: str, healthy: float, faulty: float) -> None:
-    """Keep the measured times (``POS3_FAULT_TIMINGS=file`` collects them for the issue note)."""
-    out = os.environ.get("POS3_FAULT_TIMINGS")
-    if out:
-        with open(out, "a") as fh:
-            fh.write(json.dumps({"scenario": name, "facade": kind, "healthy_s": round(healthy, 2),
-                                 "faulty_s": round(faulty, 2)}) + "\n")
-
-
 async def _download_scenario(name: str, opener: Opener, proxy: FaultProxy, s3: Any, bucket: str, tmp_path: Path,
                              arm: Callable[[], None], extra: float, **kwargs: Any) -> None:
     files = _tree(1)
@@ -88,7 +78,7 @@ async def _download_scenario(name: str, opener: Opener, proxy: FaultProxy, s3: A
     async with opener(**kwargs) as m:
         await m.download(f"s3://{bucket}/data", tmp_path / "dst")
     faulty = time.monotonic() - t0
-    _record(name, opener.kind, healthy, faulty)  # type: ignore[attr-defined]
+    record_timing(name, opener.kind, healthy, faulty)  # type: ignore[attr-defined]
     assert local_tree(tmp_path / "dst") == files
     assert faulty <= healthy + extra + SLACK, (healthy, faulty)
     # The state recorded exactly what landed: a healthy rerun fetches nothing.
@@ -187,7 +177,7 @@ async def test_an_outage_in_the_middle_of_an_upload_is_ridden_out(
     async with opener(ranged_part=None) as m:
         await m.upload(f"s3://{bucket}/out", src, interval=None)
     faulty = time.monotonic() - t0
-    _record("every connection reset for 4 s mid-upload", opener.kind, healthy, faulty)  # type: ignore[attr-defined]
+    record_timing("every connection reset for 4 s mid-upload", opener.kind, healthy, faulty)  # type: ignore[attr-defined]
     assert len(proxy.outages) == 1
     assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in files.items()}
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

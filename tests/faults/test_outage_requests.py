@@ -12,7 +12,6 @@ slack.
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pytest
 
 from tests.conftest import SyncFacade, local_tree, put, remote_tree
 from tests.faults.conftest import fault_mirror
+from tests.faults.helpers import record_timing
 from tests.faults.proxy import FaultProxy, make_rule
 
 pytestmark = pytest.mark.anyio
@@ -49,14 +49,6 @@ def opener(request: pytest.FixtureRequest, cache_root: Path) -> Opener:
 
     open_.kind = kind  # type: ignore[attr-defined]
     return open_
-
-
-def _record(name: str, kind: str, healthy: float, faulty: float) -> None:
-    out = os.environ.get("POS3_FAULT_TIMINGS")
-    if out:
-        with open(out, "a") as fh:
-            fh.write(json.dumps({"scenario": name, "facade": kind, "healthy_s": round(healthy, 2),
-                                 "faulty_s": round(faulty, 2)}) + "\n")
 
 
 def _write(root: Path, files: dict[str, bytes]) -> None:
@@ -88,7 +80,7 @@ async def test_an_outage_during_the_listing_is_ridden_out(
     async with opener() as m:
         await m.download(f"s3://{bucket}/data", tmp_path / "dst")
     faulty = time.monotonic() - t0
-    _record("every connection reset for 10 s from the first LIST", opener.kind, healthy, faulty)  # type: ignore[attr-defined]
+    record_timing("every connection reset for 10 s from the first LIST", opener.kind, healthy, faulty)  # type: ignore[attr-defined]
     assert len(proxy.outages) == 1
     assert _resets(proxy, "GET", "list-type") >= 1
     assert local_tree(tmp_path / "dst") == files
@@ -112,7 +104,7 @@ async def test_an_outage_during_deletes_is_ridden_out(
     async with opener() as m:
         await m.upload(f"s3://{bucket}/out", src, interval=None)
     faulty = time.monotonic() - t0
-    _record("every connection reset for 10 s from the first DeleteObjects", opener.kind, 0.0, faulty)  # type: ignore[attr-defined]
+    record_timing("every connection reset for 10 s from the first DeleteObjects", opener.kind, 0.0, faulty)  # type: ignore[attr-defined]
     assert len(proxy.outages) == 1
     assert _resets(proxy, "POST", "delete") >= 1
     assert remote_tree(s3, bucket, "out/") == {f"out/{k}": v for k, v in keep.items()}
@@ -164,7 +156,7 @@ async def test_outages_at_the_commit_and_at_garbage_collection_of_an_atomic_publ
     async with opener() as m:
         await m.upload(f"s3://{bucket}/snap", src, interval=None, atomic=True)
     faulty = time.monotonic() - t0
-    _record("every connection reset for 10 s from the commit PUT of an atomic publish", opener.kind,  # type: ignore[attr-defined]
+    record_timing("every connection reset for 10 s from the commit PUT of an atomic publish", opener.kind,  # type: ignore[attr-defined]
             healthy, faulty)
     assert len(proxy.outages) == 1
     assert _resets(proxy, "PUT", "") >= 1
@@ -179,7 +171,7 @@ async def test_outages_at_the_commit_and_at_garbage_collection_of_an_atomic_publ
     async with opener() as m:
         await m.upload(f"s3://{bucket}/snap", src, interval=None, atomic=True)
     faulty = time.monotonic() - t0
-    _record("every connection reset for 10 s from the DeleteObjects of snapshot GC", opener.kind,  # type: ignore[attr-defined]
+    record_timing("every connection reset for 10 s from the DeleteObjects of snapshot GC", opener.kind,  # type: ignore[attr-defined]
             healthy, faulty)
     assert len(proxy.outages) == 2
     assert _resets(proxy, "POST", "delete") >= 1
