@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
     from aiobotocore.session import AioSession
 
+    from ._direct import Direct
+
 __all__ = ["ClientOptions", "ClientPool", "parse_timestamp"]
 
 
@@ -229,19 +231,35 @@ class ClientPool:
                     kwargs["aws_secret_access_key"] = profile.secret_key
                     kwargs["aws_session_token"] = profile.session_token
             try:
-                creator = self._session(profile).create_client("s3", **kwargs)
+                session = self._session(profile)
+                creator = session.create_client("s3", **kwargs)
                 client = await self._stack.enter_async_context(creator)
                 if self._on_throttle is not None:
                     client.meta.events.register("needs-retry.s3", self._observe)
                 _lean(client)
+                direct = self._direct(client, kwargs.get("verify", session.get_config_variable("ca_bundle")))
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
                 raise translate(exc, where) from None
             # Registered first, so it runs before botocore's retry handler decides to retry.
             client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
-            found = self._clients[profile] = S3(client, self._retrier)
+            found = self._clients[profile] = S3(client, self._retrier, direct)
             return found
+
+    def _direct(self, client: Any, verify: bool | str | None) -> Direct | None:
+        """Direct GETs and PUTs for ``client`` (`pos3._direct`), closed with the pool; ``None`` when
+        the environment configures a proxy or ``POS3_DIRECT=0``."""
+        from ._direct import Direct, enabled
+
+        if not enabled(os.environ):
+            return None
+        o = self._options
+        direct = Direct(client, pool=o.max_pool_connections, connect_timeout=o.connect_timeout,
+                        read_timeout=o.read_timeout, verify=verify or None if verify is not False else False,
+                        parse_time=parse_timestamp)
+        self._stack.push_async_callback(direct.aclose)
+        return direct
 
     def _observe(self, response: Any = None, **_: Any) -> None:
         """botocore's ``needs-retry`` event, observed only (returns ``None``: botocore decides)."""

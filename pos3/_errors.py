@@ -264,6 +264,8 @@ _TLS_HINT = ("if the server's certificate comes from a private CA, give that CA'
              "(Profile, register_profile(), profiles.toml, mirror()), --ca-bundle (command line) or AWS_CA_BUNDLE; "
              "verify=False or --no-verify-ssl turns the check off")
 
+# The server computed another checksum than the request carried: bytes were damaged on the way.
+_DAMAGED = {"BadDigest", "XAmzContentChecksumMismatch"}
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken"}
@@ -303,6 +305,9 @@ def _translate(exc: BaseException, url: str) -> BaseException:
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         message = err.get("Message") or ""
+        if code in _DAMAGED:
+            return IntegrityError(f"{url}: the server refused the bytes it received: they do not match their "
+                                  f"checksum ({code})")
         if code == "NoSuchBucket":
             return NotFoundError(f"{url}: bucket does not exist ({code})", url=url, code=code)
         if code in _NOT_FOUND:
@@ -332,6 +337,11 @@ def _translate(exc: BaseException, url: str) -> BaseException:
         import aiohttp
     except ImportError:  # pragma: no cover - aiohttp comes with aiobotocore
         return exc
+    connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", aiohttp.ClientConnectorError)  # aiohttp >= 3.10
+    if isinstance(exc, connect_timeout | aiohttp.ClientConnectorError):
+        return EndpointError(f"{url}: cannot reach the endpoint ({exc})", url=url)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return EndpointError(f"{url}: the endpoint did not answer in time ({exc})", url=url)
     if isinstance(exc, aiohttp.ClientPayloadError):
         return EndpointError(f"{url}: the connection broke while reading the body ({exc})", url=url)
     if isinstance(exc, aiohttp.ClientError):

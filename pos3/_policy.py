@@ -148,13 +148,17 @@ class Fault(enum.Enum):
     """What kind of failure ended an attempt (see `classify`)."""
 
     BODY = "body"  # the answer came, its body broke or stalled: resumed from the last good byte
-    CONNECTION = "connection"  # no answer: refused, reset, DNS, TLS handshake, timeout
+    CONNECTION = "connection"  # no answer (refused, reset, DNS, TLS handshake, timeout) or a server error
     THROTTLE = "throttle"  # 503 SlowDown and friends: the whole mirror backs off
     FATAL = "fatal"  # anything else: not retried here
 
 
 THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
                             "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})  # as in _s3
+# Answers that say the server failed this time, not that the request is wrong: sent again, as
+# botocore's standard retry mode sends them again, under the outage budget.
+SERVER_ERROR_CODES = frozenset({"InternalError", "500", "502", "504", "BadGateway", "GatewayTimeout",
+                                "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 
 
 # Foreign network errors, by class name: this module imports neither aiohttp nor botocore.
@@ -181,8 +185,9 @@ def classify(exc: BaseException, *, answered: bool) -> Fault:
     """The kind of failure ``exc`` is; ``answered`` tells whether response headers had arrived.
 
     A broken body (the headers came) is a `Fault.BODY`; a connection-level failure before an
-    answer is a `Fault.CONNECTION`, except a certificate that fails verification, which is a
-    configuration error and fails at once (`Fault.FATAL`).
+    answer, or a server error (`SERVER_ERROR_CODES`: 500, 502, 504...), is a `Fault.CONNECTION`,
+    except a certificate that fails verification, which is a configuration error and fails at
+    once (`Fault.FATAL`).
     """
     if _cert_failure(exc):
         return Fault.FATAL
@@ -190,6 +195,8 @@ def classify(exc: BaseException, *, answered: bool) -> Fault:
         return Fault.THROTTLE
     if isinstance(exc, IntegrityError):
         return Fault.FATAL
+    if isinstance(exc, S3Error) and exc.code in SERVER_ERROR_CODES:
+        return Fault.CONNECTION
     if isinstance(exc, S3Error) and not isinstance(exc, EndpointError):
         return Fault.FATAL
     network = isinstance(exc, ConnectionError | TimeoutError | EndpointError) or any(

@@ -26,6 +26,8 @@ from ._retry import Retrier
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
+    from ._direct import Direct
+
 __all__ = ["S3", "Listing"]
 
 META_XXH3 = "pos3-xxh3"
@@ -79,9 +81,20 @@ class S3:
     which resume from the last good byte or know how to check a lost answer.
     """
 
-    def __init__(self, client: S3Client, retrier: Retrier | None = None) -> None:
+    def __init__(self, client: S3Client, retrier: Retrier | None = None, direct: Direct | None = None) -> None:
         self.client = client
         self.retrier = retrier
+        self.direct = direct
+
+    def _rerouted(self, bucket: str, exc: Exception) -> bool:
+        """Whether a direct request's error says the bucket's route is wrong; then it is forgotten."""
+        from ._direct import REROUTE_CODES
+
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if code not in REROUTE_CODES or self.direct is None:
+            return False
+        self.direct.forget(bucket)
+        return True
 
     async def _call(self, url: str, send: Callable[[], Awaitable[T]]) -> T:
         """``send`` (which raises translated errors), retried by the retrier when there is one."""
@@ -97,10 +110,7 @@ class S3:
         url = f"s3://{bucket}/{prefix}"
 
         async def send() -> Mapping[str, Any]:
-            try:
-                return await self.client.list_objects_v2(**kwargs)
-            except Exception as exc:
-                raise translate(exc, url) from None
+            return await self._list_page(bucket, kwargs, url)
 
         while True:
             page = await self._call(url, send)  # one page at a time: an outage does not restart the listing
@@ -109,6 +119,25 @@ class S3:
             if not page.get("IsTruncated") or not token:
                 return
             kwargs["ContinuationToken"] = token
+
+    async def _list_page(self, bucket: str, kwargs: Mapping[str, Any], url: str) -> Mapping[str, Any]:
+        """One ListObjectsV2 page: a direct request once the bucket's route is known, else botocore's."""
+        direct = self.direct
+        route = direct.route(bucket) if direct is not None else None
+        if direct is not None and route is not None:
+            try:
+                return await direct.list_page(route, kwargs)
+            except Exception as exc:
+                if not self._rerouted(bucket, exc):
+                    raise translate(exc, url) from None
+        token = direct.capture() if direct is not None else None
+        try:
+            return await self.client.list_objects_v2(**kwargs)
+        except Exception as exc:
+            raise translate(exc, url) from None
+        finally:
+            if direct is not None and token is not None:
+                direct.learn(token, bucket, None)
 
     async def list_all(self, bucket: str, prefix: str) -> Listing:
         """Every object below ``prefix`` (all pages)."""
@@ -129,10 +158,8 @@ class S3:
         whether an object named exactly ``prefix`` exists without listing what is below it.
         """
         async def send() -> Mapping[str, Any]:
-            try:
-                return await self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
-            except Exception as exc:
-                raise translate(exc, f"s3://{bucket}/{prefix}") from exc
+            return await self._list_page(bucket, {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1},
+                                         f"s3://{bucket}/{prefix}")
 
         page = await self._call(f"s3://{bucket}/{prefix}", send)
         contents = page.get("Contents") or ()
@@ -166,20 +193,40 @@ class S3:
 
     @contextlib.asynccontextmanager
     async def get(self, bucket: str, key: str, start: int = 0, end: int | None = None,
-                  if_match: str | None = None) -> AsyncIterator[tuple[Any, Mapping[str, Any]]]:
-        """Open a GET of ``key`` (bytes ``start..end`` inclusive); yields (body, response)."""
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if start or end is not None:
-            kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
-        if if_match:
-            kwargs["IfMatch"] = f'"{if_match}"'
+                  if_match: str | None = None, checked: bool = False) -> AsyncIterator[tuple[Any, Mapping[str, Any]]]:
+        """Open a GET of ``key`` (bytes ``start..end`` inclusive); yields (body, response).
+
+        ``checked``: the caller checks the body against pos3's fingerprint (xxh3 metadata or MD5
+        ETag) where it can, so a direct GET need not check the server's checksum as well.
+        """
+        url = f"s3://{bucket}/{key}"
+        direct = self.direct
+        route = direct.route(bucket) if direct is not None else None
+        found: tuple[Any, Mapping[str, Any]] | None = None
+        if direct is not None and route is not None:
+            try:
+                found = await direct.get(route, bucket, key, start=start, end=end, if_match=if_match, checked=checked)
+            except Exception as exc:
+                if not self._rerouted(bucket, exc):
+                    raise translate(exc, url) from None
+        if found is None:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if start or end is not None:
+                kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
+            if if_match:
+                kwargs["IfMatch"] = f'"{if_match}"'
+            token = direct.capture() if direct is not None else None
+            try:
+                resp = await self.client.get_object(**kwargs)
+            except Exception as exc:
+                raise translate(exc, url) from None
+            finally:
+                if direct is not None and token is not None:
+                    direct.learn(token, bucket, key)
+            found = resp["Body"], resp
+        body = found[0]
         try:
-            resp = await self.client.get_object(**kwargs)
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from None
-        body = resp["Body"]
-        try:
-            yield body, resp
+            yield found
         finally:
             body.close()
 
@@ -190,12 +237,27 @@ class S3:
         With ``md5`` (the hex MD5 of ``data``), the ETag the server returns is compared with it
         where the ETag is an MD5 (no SSE-KMS): bytes damaged on the way raise `IntegrityError`.
         """
-        try:
-            resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
-        except Exception as exc:
-            raise translate(exc, f"s3://{bucket}/{key}") from None
+        url = f"s3://{bucket}/{key}"
+        direct = self.direct
+        route = direct.route(bucket) if direct is not None else None
+        resp: Mapping[str, Any] | None = None
+        if direct is not None and route is not None:
+            try:
+                resp = await direct.put(route, bucket, key, data, metadata)
+            except Exception as exc:
+                if not self._rerouted(bucket, exc):
+                    raise translate(exc, url) from None
+        if resp is None:
+            token = direct.capture() if direct is not None else None
+            try:
+                resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
+            except Exception as exc:
+                raise translate(exc, url) from None
+            finally:
+                if direct is not None and token is not None:
+                    direct.learn(token, bucket, key)
         etag = _etag(resp.get("ETag"))
-        _check_stored(f"s3://{bucket}/{key}", etag, md5, resp)
+        _check_stored(url, etag, md5, resp)
         return etag
 
     async def put_new(self, bucket: str, key: str, data: bytes) -> bool:

@@ -214,7 +214,7 @@ async def _streamed_get(
             before = got
             try:
                 await res.throttle.wait()
-                async with s3.get(bucket, c.key, start=got, if_match=etag or None) as (body, resp):
+                async with s3.get(bucket, c.key, start=got, if_match=etag or None, checked=True) as (body, resp):
                     answered = True
                     res.throttle.ok()
                     if h is None:

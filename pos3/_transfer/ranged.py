@@ -268,8 +268,9 @@ async def _ranged_parts(
                 before = pos
                 try:
                     await res.throttle.wait()
-                    async with res.limiter, s3.get(bucket, c.key, start=pos, end=end,
-                                                   if_match=info.get("etag") or listed_etag or None) as (body, resp):
+                    tag = info.get("etag") or listed_etag or None
+                    async with res.limiter, s3.get(bucket, c.key, start=pos, end=end, if_match=tag,
+                                                   checked=True) as (body, resp):
                         answered = True
                         res.throttle.ok()
                         total = _policy.content_range_total(str(resp.get("ContentRange") or ""))

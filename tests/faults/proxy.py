@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import re
 import socket
@@ -85,6 +86,7 @@ class Entry:
     query: str
     kind: str
     range: str
+    agent: str = ""  # the User-Agent header: tells pos3's direct requests from botocore's
 
 
 @dataclass
@@ -394,7 +396,8 @@ class FaultProxy:
                 action = self.scenario.pick(req) if down is None else Action(
                     "reset" if down == "reset" else "status", status=503, code="SlowDown")
                 with self._log_lock:
-                    self.log.append(Entry(method, path, query, action.kind, headers.get("range", "")))
+                    self.log.append(Entry(method, path, query, action.kind, headers.get("range", ""),
+                                          headers.get("user-agent", "")))
 
                 if action.kind == "reset":
                     _reset(writer)
@@ -405,7 +408,7 @@ class FaultProxy:
                     return
                 if down == "slowdown":
                     with self._log_lock:
-                        self.log[-1] = Entry(method, path, query, "slowdown", headers.get("range", ""))
+                        self.log[-1] = dataclasses.replace(self.log[-1], kind="slowdown")
                 if action.kind == "status":
                     payload = _error_body(action.code, path) if method != "HEAD" else b""
                     size = len(_error_body(action.code, path))

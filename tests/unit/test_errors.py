@@ -70,3 +70,20 @@ def test_refused_checksums_point_to_when_required(code: str, message: str, opera
 def test_other_refusals_get_no_checksum_hint(code: str, message: str, operation: str) -> None:
     assert not checksum_rejection(code, message, operation)
     assert "when_required" not in str(translate(_client_error(code, message, operation), "s3://bucket/k"))
+
+
+@pytest.mark.parametrize("code", ["BadDigest", "XAmzContentChecksumMismatch"])
+def test_a_body_the_server_found_damaged_is_an_integrity_error(code: str) -> None:
+    # An IntegrityError is what makes an upload send the body again (up to RetrySettings.repairs).
+    out = translate(_client_error(code, "The Content-MD5 you specified did not match what we received.",
+                                  "PutObject"), "s3://b/k")
+    assert isinstance(out, pos3.IntegrityError) and "s3://b/k" in str(out) and code in str(out)
+
+
+def test_aiohttp_timeouts_say_what_timed_out() -> None:
+    import aiohttp
+
+    read = translate(aiohttp.ServerTimeoutError("Timeout on reading data from socket"), "s3://b/k")
+    assert isinstance(read, pos3.S3Error) and "did not answer in time" in str(read)
+    connect = translate(aiohttp.ConnectionTimeoutError("Connection timeout to host http://h"), "s3://b/k")
+    assert isinstance(connect, pos3.S3Error) and "cannot reach the endpoint" in str(connect)

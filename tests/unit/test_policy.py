@@ -178,6 +178,15 @@ def test_classify_tells_body_connection_throttle_and_fatal_apart() -> None:
     assert classify(ssl.SSLError(1, "handshake failure"), answered=False) is Fault.CONNECTION
 
 
+@pytest.mark.parametrize("code", ["InternalError", "500", "502", "504", "RequestTimeout"])
+def test_server_errors_are_sent_again_under_the_outage_budget(code: str) -> None:
+    # botocore's standard mode sends these again; pos3 goes on after botocore's attempts, or in
+    # place of them for direct requests.
+    assert classify(S3Error(f"s3://b/k: request failed ({code})", code=code), answered=False) is Fault.CONNECTION
+    assert classify(S3Error("s3://b/k: request failed (InvalidRange)", code="InvalidRange"),
+                    answered=False) is Fault.FATAL
+
+
 def test_repairs_are_bounded() -> None:
     assert may_repair(0, SETTINGS) and may_repair(1, SETTINGS)
     assert not may_repair(2, SETTINGS)
