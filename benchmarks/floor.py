@@ -1,11 +1,12 @@
-"""The floor under pos3's CPU per request: bare aiobotocore, no pos3, the same server and objects.
+"""What botocore's request pipeline costs: bare aiobotocore, no pos3, the same server and objects.
 
 Run as ``python -m benchmarks.floor ENDPOINT ACCESS_KEY SECRET_KEY REGION BUCKET PREFIX N OUT.json``.
 It GETs the first N objects below PREFIX (reading each body whole) and PUTs N objects of the same
 size below ``floor/``, 10 requests in flight (pos3's old default), with botocore's default client
 settings, and reports the CPU time of this process per request, start-up and client creation
 left out. When pos3's CPU per request is compared with a target, this is what aiobotocore alone
-costs on the same machine in the same run.
+costs on the same machine in the same run (pos3 sends most GETs and PUTs without that pipeline:
+see `pos3/_direct.py`).
 """
 
 from __future__ import annotations

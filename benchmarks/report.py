@@ -442,13 +442,15 @@ def render(info: dict[str, str], m: Measured, clients: Sequence[Client], targets
                          "peak RSS, MiB"], rows), ""]
 
     if m.floor:
-        out += ["### The floor: bare aiobotocore", ""]
+        out += ["### Reference: bare aiobotocore", ""]
         out += [f"`benchmarks/floor.py` sent {int(m.floor['requests']):,} GETs and as many PUTs of "
                 f"{int(m.floor['object_bytes']):,}-byte objects with aiobotocore alone (botocore's default client "
                 f"settings, 10 in flight, no pos3) to the same server in this run: "
                 f"**{m.floor['get_ms']:.2f} ms** of client CPU per GET and **{m.floor['put_ms']:.2f} ms** per PUT, "
-                "start-up excluded. pos3 sends each request through aiobotocore, so its CPU per request "
-                "cannot fall below this.", ""]
+                "start-up excluded. This is what botocore's request pipeline costs; pos3 pays it only for the "
+                "first requests to each bucket and for requests other than GET, PUT and listing pages, which "
+                "it sends itself (signed by botocore) once it knows the bucket's route: see "
+                "[direct requests](architecture.md#direct-requests).", ""]
 
     if m.startup:
         out += ["### Start-up", ""]

@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import hashlib
+import io
 import os
 import ssl
 import urllib.parse
@@ -56,6 +57,7 @@ REROUTE_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "Authorizat
 _SIGV4 = "AWS4-HMAC-SHA256 Credential="
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 _USER_AGENT = f"pos3/{__version__}"
+_WHOLE_BODY = 1 << 20  # larger PUT bodies go to aiohttp as a file-like object
 # The checksums a GET can be checked against without awscrt, strongest first.
 _CHECKSUMS = ("sha256", "sha1", "crc32")
 
@@ -412,7 +414,9 @@ class Direct:
         headers["Content-Length"] = str(len(data))
         session = await self._http(route)
         signed = await self._signed("PUT", url, headers, data, route)
-        async with session.request("PUT", _exact(url), headers=signed, data=data) as resp:
+        # aiohttp warns about (and pytest fails on) bytes bodies over 1 MiB; a BytesIO is sent in chunks.
+        body: bytes | io.BytesIO = data if len(data) <= _WHOLE_BODY else io.BytesIO(data)
+        async with session.request("PUT", _exact(url), headers=signed, data=body) as resp:
             if resp.status >= 300:
                 await _raise_error(resp, "PutObject")
             await resp.read()
