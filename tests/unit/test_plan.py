@@ -107,6 +107,10 @@ def final_download(prefix: str, remote: RemoteWorld, local: LocalWorld, records:
                                  delete=delete, exclude=exclude, evidence=evidence)
     # Evidence only settles checks: it never changes clears or deletes.
     assert (plan.clear, plan.deletes) == (first.clear, first.deletes)
+    # Files are copied, checked, adopted and refreshed in path order (the listing's need not be).
+    for rels in ([c.rel for c in plan.copies if not c.is_dir], [c.rel for c in first.checks], plan.adopt,
+                 plan.refresh):
+        assert list(rels) == sorted(rels)
     return plan
 
 
