@@ -66,8 +66,13 @@ def run(n: int, store_dir: Path) -> dict[str, float]:
     assert len(records) == n, (len(records), n)
 
     t0 = time.process_time()
-    files = {relative_path(f.key, PREFIX): f for f in listing}
-    collisions = find_collisions((f.key, relative_path(f.key, PREFIX)) for f in listing)
+    files: dict[str, RemoteFile] = {}
+    pairs: list[tuple[str, str]] = []
+    for f in listing:  # as `pos3._gather.gather` does (which also catches UnsafeKeyError)
+        rel = relative_path(f.key, PREFIX)
+        files[rel] = f
+        pairs.append((f.key, rel))
+    collisions = find_collisions(pairs)
     cpu["keys"] = time.process_time() - t0
     assert not collisions
 

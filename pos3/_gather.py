@@ -117,11 +117,15 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
         for f in files:
             remote_files[""] = f
     else:
+        pairs: list[tuple[str, str]] = []  # (key, relative path) of each safe key, for the collision check
         for f in files:
             try:
-                remote_files[relative_path(f.key, prefix)] = f
+                rel = relative_path(f.key, prefix)
             except UnsafeKeyError as exc:
                 unsafe.append(str(exc))
+                continue
+            remote_files[rel] = f
+            pairs.append((f.key, rel))
         for m in markers:
             try:
                 rel = relative_path(m, prefix)
@@ -131,8 +135,7 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
             if rel:
                 marker_rels.add(rel)
         if direction == "download":
-            unsafe += find_collisions((f.key, relative_path(f.key, prefix)) for f in files
-                                      if not any(f.key in u for u in unsafe))
+            unsafe += find_collisions(pairs)
     if unsafe and direction == "download":
         shown = "; ".join(unsafe[:5]) + (f"; and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
         raise UnsafeKeyError(f"{url}: refusing to download unsafe keys: {shown}")

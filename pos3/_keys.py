@@ -39,6 +39,8 @@ def relative_path(key: str, prefix: str) -> str:
     if not key.startswith(prefix):
         raise UnsafeKeyError(f"key {key!r} is not below prefix {prefix!r}")
     rest = key[len(prefix) :]
+    if _plain(rest):
+        return rest
     if "\x00" in rest:
         raise UnsafeKeyError(f"key {key!r}: contains a NUL character")
     if "\\" in rest:
@@ -54,6 +56,26 @@ def relative_path(key: str, prefix: str) -> str:
         if len(part.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
             raise UnsafeKeyError(f"key {key!r}: a segment is longer than {_MAX_NAME_BYTES} bytes")
     return "/".join(parts)
+
+
+def _plain(rest: str) -> bool:
+    """Whether ``rest`` is already a safe relative path, as most keys are: found by a few scans.
+
+    ASCII, at most `_MAX_NAME_BYTES` long (so no segment is longer), no empty segment, no
+    segment starting with a dot (so no ``.`` or ``..``), no reserved name, no NUL, no
+    backslash. Anything else takes `relative_path`'s full walk, which decides it the same way.
+    """
+    return (
+        len(rest) <= _MAX_NAME_BYTES
+        and rest.isascii()
+        and "//" not in rest
+        and "/." not in rest
+        and "\\" not in rest
+        and "\x00" not in rest
+        and RESERVED_NAME not in rest
+        and rest[:1] not in ("/", ".")
+        and rest[-1:] != "/"
+    )
 
 
 def join_key(prefix: str, rel: str) -> str:
@@ -78,13 +100,34 @@ def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[str]:
             problems.append(f"keys {other!r} and {key!r} both map to local path {rel!r}")
         else:
             seen[rel] = key
+    # Folder -> its nearest ancestor-or-self that is a file's path ("" for none), each folder
+    # walked once: a million files in a thousand folders cost one lookup each.
+    nearest: dict[str, str] = {}
+
+    def file_above(folder: str) -> str:
+        walked: list[str] = []
+        found = ""
+        while folder:
+            hit = nearest.get(folder)
+            if hit is not None:
+                found = hit
+                break
+            walked.append(folder)
+            if folder in seen:
+                found = folder
+                break
+            folder = folder.rpartition("/")[0]
+        for w in walked:
+            nearest[w] = found
+        return found
+
     for rel, key in seen.items():
         parent = rel.rpartition("/")[0]
-        while parent:
-            if parent in seen:
-                problems.append(
-                    f"key {seen[parent]!r} is a file but key {key!r} needs {parent!r} to be a folder"
-                )
-                break
-            parent = parent.rpartition("/")[0]
+        if not parent:
+            continue
+        hit = nearest.get(parent)
+        if hit is None:
+            hit = file_above(parent)
+        if hit:
+            problems.append(f"key {seen[hit]!r} is a file but key {key!r} needs {hit!r} to be a folder")
     return problems

@@ -122,3 +122,41 @@ def test_reserved_name_is_the_staging_folder_name() -> None:
     from pos3 import _local
 
     assert _local.STAGING_DIRNAME == RESERVED_NAME
+
+
+def _reference_path(key: str, prefix: str) -> str | None:
+    """The rules of `relative_path`, spelled out one by one; ``None``: refused."""
+    rest = key[len(prefix):]
+    parts = [p for p in rest.split("/") if p]
+    if "\x00" in rest or "\\" in rest or (rest.startswith("/") and not prefix):
+        return None
+    if any(p in (".", "..", RESERVED_NAME) or len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts):
+        return None
+    return "/".join(parts)
+
+
+LONG_PIECES = ["a", ".", "..", ".a", "a.", "", RESERVED_NAME, RESERVED_NAME + "x", "x" * 200, "x" * 256,
+               "é" * 127, "é" * 128, "\\", "\x00", "\ud800"]
+
+
+@PROPERTY
+@given(st.sampled_from(["", "p/", "p/q/"]),
+       st.lists(st.sampled_from(LONG_PIECES), min_size=1, max_size=5).map("/".join))
+def test_relative_path_follows_its_rules_on_every_path(prefix: str, rest: str) -> None:
+    # Plain keys take a shortcut of a few scans; hidden files, long or non-ASCII keys the full
+    # walk: both must give the rules' answer.
+    want = _reference_path(prefix + rest, prefix)
+    if want is None:
+        with pytest.raises(UnsafeKeyError):
+            relative_path(prefix + rest, prefix)
+    else:
+        assert relative_path(prefix + rest, prefix) == want
+
+
+def test_find_collisions_names_the_nearest_file_above() -> None:
+    keys = ["a", "a/b", "a/b/c/d", "a/x/y", "z/y"]
+    assert find_collisions((k, k) for k in keys) == [
+        "key 'a' is a file but key 'a/b' needs 'a' to be a folder",
+        "key 'a/b' is a file but key 'a/b/c/d' needs 'a/b' to be a folder",
+        "key 'a' is a file but key 'a/x/y' needs 'a' to be a folder",
+    ]
