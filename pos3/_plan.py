@@ -332,9 +332,9 @@ def plan_upload(
         The plan; `Plan.final` tells whether checks remain.
     """
     evidence = evidence or {}
-    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
-    ldirs = {d for d in local.dirs if not exclude.excluded(d)}
-    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)}
+    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)} if exclude else local.files
+    ldirs = {d for d in local.dirs if not exclude.excluded(d)} if exclude else set(local.dirs)
+    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)} if exclude else remote.files
     markers = {m for m in remote.markers if not exclude.excluded(m)}
 
     copies: list[Copy] = []
@@ -344,17 +344,19 @@ def plan_upload(
     # An empty local folder becomes a marker, unless S3 keeps objects below it that the
     # exclude patterns hide (they stay, so the folder exists in S3 already).
     nonempty: set[str] = set()
-    for rel in [*lfiles, *ldirs]:
-        nonempty.update(ancestors(rel))
-    for rel in remote.files:
-        if exclude.excluded(rel):
-            nonempty.update(ancestors(rel))
+    _add_ancestors(chain(lfiles, ldirs), nonempty)
+    if exclude:
+        _add_ancestors((rel for rel in remote.files if exclude.excluded(rel)), nonempty)
     for d in sorted(ldirs - nonempty - markers):
         copies.append(Copy(d, prefix + d + "/", 0, Reason.NEW, is_dir=True))
-    for rel, lf in sorted(lfiles.items()):
+    # As in plan_download: any order, at most one entry per file, each list sorted afterwards.
+    n_copies, n_checks, n_adopt, n_refresh = len(copies), len(checks), len(adopt), len(refresh)
+    for rel, lf in lfiles.items():
         key = prefix + rel
         obj = rfiles.get(rel)
         rec = records.get(rel)
+        if obj is not None and rec is not None and obj.etag == rec.etag and rec.key == key and rec.proves(lf):
+            continue  # in sync by its record, and S3 holds what it recorded: the common case
         if rec is not None and rec.key != key:
             rec = None
         decision: Reason | CheckKind | None
@@ -381,12 +383,15 @@ def plan_upload(
             copies.append(Copy(rel, key, lf.size, decision))
         elif isinstance(decision, CheckKind):
             checks.append(Check(rel, decision))
+    copies[n_copies:] = sorted(copies[n_copies:], key=_by_rel)
+    checks[n_checks:] = sorted(checks[n_checks:], key=_by_rel)
+    adopt[n_adopt:] = sorted(adopt[n_adopt:])
+    refresh[n_refresh:] = sorted(refresh[n_refresh:])
 
     deletes: list[Delete] = []
     if delete:
-        for rel, obj in sorted(rfiles.items()):
-            if rel not in lfiles:
-                deletes.append(Delete(rel, obj.key))
+        for rel in sorted([r for r in rfiles if r not in lfiles]):
+            deletes.append(Delete(rel, rfiles[rel].key))
         for m in sorted(markers):
             if m not in ldirs:
                 deletes.append(Delete(m, prefix + m + "/", is_dir=True))

@@ -221,6 +221,9 @@ def final_upload(prefix: str, local: LocalWorld, remote: RemoteWorld, records: d
     assert plan == plan_upload(prefix, shuffled_local, shuffled_remote, dict(reversed(records.items())),
                                delete=delete, exclude=exclude, evidence=evidence)
     assert plan.deletes == first.deletes
+    for rels in ([c.rel for c in plan.copies if not c.is_dir], [c.rel for c in first.checks], plan.adopt,
+                 plan.refresh, [d.rel for d in plan.deletes if not d.is_dir]):
+        assert list(rels) == sorted(rels)
     return plan
 
 
