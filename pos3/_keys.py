@@ -8,11 +8,12 @@ The name `RESERVED_NAME` is pos3's own (partial files); a key using it is refuse
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from typing import Protocol
 
 from ._errors import UnsafeKeyError
 
-__all__ = ["RESERVED_NAME", "find_collisions", "join_key", "relative_path"]
+__all__ = ["RESERVED_NAME", "find_collisions", "join_key", "key_paths", "relative_path"]
 
 _MAX_NAME_BYTES = 255
 
@@ -81,6 +82,29 @@ def _plain(rest: str) -> bool:
 def join_key(prefix: str, rel: str) -> str:
     """The object key of relative path ``rel`` below ``prefix`` (``""`` or ending with ``/``)."""
     return prefix + rel
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+def key_paths(files: Sequence[_Keyed], by_path: Mapping[str, _Keyed], refused: Set[str], prefix: str
+              ) -> Iterator[tuple[str, str]]:
+    """``(key, relative path)`` of every file but the ``refused`` keys, in listing order, for `find_collisions`.
+
+    Args:
+        files: The listed files (unique keys, as S3 lists them).
+        by_path: The same files by `relative_path`, but those refused; a later key wins a path.
+        refused: Keys `relative_path` refused.
+        prefix: The listing prefix.
+
+    When no two keys share a path, ``by_path`` holds every pair already, in the same order:
+    a million keys are neither mapped twice nor their pairs held in a list.
+    """
+    if len(by_path) + len(refused) == len(files):
+        return ((f.key, rel) for rel, f in by_path.items())
+    return ((f.key, relative_path(f.key, prefix)) for f in files if f.key not in refused)
 
 
 def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[str]:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pos3 import UnsafeKeyError
-from pos3._keys import RESERVED_NAME, find_collisions, join_key, relative_path
+from pos3._keys import RESERVED_NAME, find_collisions, join_key, key_paths, relative_path
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -160,3 +160,26 @@ def test_find_collisions_names_the_nearest_file_above() -> None:
         "key 'a/b' is a file but key 'a/b/c/d' needs 'a/b' to be a folder",
         "key 'a' is a file but key 'a/x/y' needs 'a' to be a folder",
     ]
+
+
+def test_key_paths_pairs_every_safe_key_in_listing_order() -> None:
+    from pos3._plan import RemoteFile
+
+    def listed(*keys: str) -> tuple[list[RemoteFile], dict[str, RemoteFile], set[str]]:
+        files = [RemoteFile(k, 1, "e") for k in keys]
+        by_path: dict[str, RemoteFile] = {}
+        refused: set[str] = set()
+        for f in files:
+            try:
+                by_path[relative_path(f.key, "p/")] = f
+            except UnsafeKeyError:
+                refused.add(f.key)
+        return files, by_path, refused
+
+    # Every path its own: the pairs come from the map.
+    assert list(key_paths(*listed("p/b", "p/a/x", "p/../y", "p/c"), "p/")) == [
+        ("p/b", "b"), ("p/a/x", "a/x"), ("p/c", "c")]
+    # Two keys on one path: both are paired, so the clash is found and named.
+    pairs = list(key_paths(*listed("p/a//b", "p/../y", "p/a/b"), "p/"))
+    assert pairs == [("p/a//b", "a/b"), ("p/a/b", "a/b")]
+    assert find_collisions(pairs) == ["keys 'p/a//b' and 'p/a/b' both map to local path 'a/b'"]
