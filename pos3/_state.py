@@ -101,20 +101,19 @@ class StateStore:
         lo, hi = base + "/", base + "0"  # "0" sorts right after "/"
         cut = len(lo)
         new = tuple.__new__
-        out: dict[str, Record] = {}
         with self._lock:
             try:
                 # Two plain lookups of the primary key: one "path = ? OR range" query costs a
                 # third more (SQLite merges the two index scans through a temporary row set).
-                row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (base,)).fetchone()
-                if row is not None:
-                    out[""] = new(Record, row[1:])
                 # Rows become records as they come: the rows of a large tree are never all held.
-                for row in self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path >= ? AND path < ?", (lo, hi)):
-                    out[row[0][cut:]] = new(Record, row[1:])
+                cursor = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path >= ? AND path < ?", (lo, hi))
+                out: dict[str, Record] = {row[0][cut:]: new(Record, row[1:]) for row in cursor}
+                row = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (base,)).fetchone()
             except sqlite3.DatabaseError as exc:
                 log.warning("pos3 state store %s unreadable (%s); deciding on content", self.path, exc)
                 return {}
+        if row is not None:
+            out[""] = new(Record, row[1:])
         return out
 
     def write(self, root: Path, put: Iterable[tuple[str, Record]], drop: Iterable[str] = ()) -> None:
