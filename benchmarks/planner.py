@@ -2,9 +2,10 @@
 
 Run as ``python -m benchmarks.planner N STORE_DIR OUT.json`` (the benchmark starts one process per
 size, so each size's peak RSS is its own). No server and no local files: the listing, the local
-tree and the records are made up, exactly in sync, so the plan is a no-op and every object takes
-the planner's most common path (a record, unchanged stat, same ETag). The store is built once per
-size and reused by later runs (``STORE_DIR/state-N.db``).
+tree and the records are made up, exactly in sync and each in the order the engine gets it, so
+the plan is a no-op and every object takes the planner's most common path (a record, unchanged
+stat, same ETag). The store is built once per size and reused by later runs
+(``STORE_DIR/state-N.db``).
 
 Stages, each timed in CPU seconds of this process:
 
@@ -32,7 +33,7 @@ def _rel(i: int) -> str:
 
 
 def run(n: int, store_dir: Path) -> dict[str, float]:
-    from pos3._keys import find_collisions, relative_path
+    from pos3._keys import find_collisions, key_paths, relative_path
     from pos3._plan import LocalFile, LocalTree, Record, RemoteFile, RemoteTree, plan_download
     from pos3._state import StateStore
 
@@ -40,8 +41,11 @@ def run(n: int, store_dir: Path) -> dict[str, float]:
     t0 = time.process_time()
     root = Path("/bench/synthetic/root")
     etag = "0" * 32
-    listing = [RemoteFile(PREFIX + _rel(i), 1024, etag, "2026-01-01T00:00:00+00:00") for i in range(n)]
-    local = LocalTree({_rel(i): LocalFile(1024, 1_700_000_000_000_000_000 + i, 1000 + i) for i in range(n)},
+    # In the orders the engine gets them: S3 lists keys sorted, a scan reads one folder after
+    # another (here in name order), the store yields records by path.
+    by_dir = sorted(range(n), key=lambda i: (i % 1000, i))
+    listing = [RemoteFile(PREFIX + _rel(i), 1024, etag, "2026-01-01T00:00:00+00:00") for i in by_dir]
+    local = LocalTree({_rel(i): LocalFile(1024, 1_700_000_000_000_000_000 + i, 1000 + i) for i in by_dir},
                       frozenset(f"d{d:03d}" for d in range(min(n, 1000))))
     store_dir.mkdir(parents=True, exist_ok=True)
     db = store_dir / f"state-{n}.db"
@@ -66,8 +70,10 @@ def run(n: int, store_dir: Path) -> dict[str, float]:
     assert len(records) == n, (len(records), n)
 
     t0 = time.process_time()
-    files = {relative_path(f.key, PREFIX): f for f in listing}
-    collisions = find_collisions((f.key, relative_path(f.key, PREFIX)) for f in listing)
+    files: dict[str, RemoteFile] = {}
+    for f in listing:  # as `pos3._gather.gather` does (which also catches UnsafeKeyError)
+        files[relative_path(f.key, PREFIX)] = f
+    collisions = find_collisions(key_paths(listing, files, set(), PREFIX))
     cpu["keys"] = time.process_time() - t0
     assert not collisions
 

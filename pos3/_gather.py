@@ -22,7 +22,7 @@ import anyio
 from . import _local
 from ._errors import UnsafeKeyError
 from ._hashing import file_digests, is_md5_etag
-from ._keys import find_collisions, relative_path
+from ._keys import find_collisions, key_paths, relative_path
 from ._plan import Check, CheckKind, LocalTree, Plan, RemoteFile, RemoteTree, TransferPlan
 from ._profiles import Profile
 from ._s3 import META_XXH3
@@ -117,11 +117,15 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
         for f in files:
             remote_files[""] = f
     else:
+        refused: set[str] = set()
         for f in files:
             try:
-                remote_files[relative_path(f.key, prefix)] = f
+                rel = relative_path(f.key, prefix)
             except UnsafeKeyError as exc:
                 unsafe.append(str(exc))
+                refused.add(f.key)
+                continue
+            remote_files[rel] = f
         for m in markers:
             try:
                 rel = relative_path(m, prefix)
@@ -131,8 +135,7 @@ async def gather(res: Resources, target: Target, *, direction: str) -> Sources:
             if rel:
                 marker_rels.add(rel)
         if direction == "download":
-            unsafe += find_collisions((f.key, relative_path(f.key, prefix)) for f in files
-                                      if not any(f.key in u for u in unsafe))
+            unsafe += find_collisions(key_paths(files, remote_files, refused, prefix))
     if unsafe and direction == "download":
         shown = "; ".join(unsafe[:5]) + (f"; and {len(unsafe) - 5} more" if len(unsafe) > 5 else "")
         raise UnsafeKeyError(f"{url}: refusing to download unsafe keys: {shown}")

@@ -8,11 +8,12 @@ The name `RESERVED_NAME` is pos3's own (partial files); a key using it is refuse
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from typing import Protocol
 
 from ._errors import UnsafeKeyError
 
-__all__ = ["RESERVED_NAME", "find_collisions", "join_key", "relative_path"]
+__all__ = ["RESERVED_NAME", "find_collisions", "join_key", "key_paths", "relative_path"]
 
 _MAX_NAME_BYTES = 255
 
@@ -39,6 +40,8 @@ def relative_path(key: str, prefix: str) -> str:
     if not key.startswith(prefix):
         raise UnsafeKeyError(f"key {key!r} is not below prefix {prefix!r}")
     rest = key[len(prefix) :]
+    if _plain(rest):
+        return rest
     if "\x00" in rest:
         raise UnsafeKeyError(f"key {key!r}: contains a NUL character")
     if "\\" in rest:
@@ -56,9 +59,52 @@ def relative_path(key: str, prefix: str) -> str:
     return "/".join(parts)
 
 
+def _plain(rest: str) -> bool:
+    """Whether ``rest`` is already a safe relative path, as most keys are: found by a few scans.
+
+    ASCII, at most `_MAX_NAME_BYTES` long (so no segment is longer), no empty segment, no
+    segment starting with a dot (so no ``.`` or ``..``), no reserved name, no NUL, no
+    backslash. Anything else takes `relative_path`'s full walk, which decides it the same way.
+    """
+    return (
+        len(rest) <= _MAX_NAME_BYTES
+        and rest.isascii()
+        and "//" not in rest
+        and "/." not in rest
+        and "\\" not in rest
+        and "\x00" not in rest
+        and RESERVED_NAME not in rest
+        and rest[:1] not in ("/", ".")
+        and rest[-1:] != "/"
+    )
+
+
 def join_key(prefix: str, rel: str) -> str:
     """The object key of relative path ``rel`` below ``prefix`` (``""`` or ending with ``/``)."""
     return prefix + rel
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+def key_paths(files: Sequence[_Keyed], by_path: Mapping[str, _Keyed], refused: Set[str], prefix: str
+              ) -> Iterator[tuple[str, str]]:
+    """``(key, relative path)`` of every file but the ``refused`` keys, in listing order, for `find_collisions`.
+
+    Args:
+        files: The listed files (unique keys, as S3 lists them).
+        by_path: The same files by `relative_path`, but those refused; a later key wins a path.
+        refused: Keys `relative_path` refused.
+        prefix: The listing prefix.
+
+    When no two keys share a path, ``by_path`` holds every pair already, in the same order:
+    a million keys are neither mapped twice nor their pairs held in a list.
+    """
+    if len(by_path) + len(refused) == len(files):
+        return ((f.key, rel) for rel, f in by_path.items())
+    return ((f.key, relative_path(f.key, prefix)) for f in files if f.key not in refused)
 
 
 def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -78,13 +124,34 @@ def find_collisions(pairs: Iterable[tuple[str, str]]) -> list[str]:
             problems.append(f"keys {other!r} and {key!r} both map to local path {rel!r}")
         else:
             seen[rel] = key
+    # Folder -> its nearest ancestor-or-self that is a file's path ("" for none), each folder
+    # walked once: a million files in a thousand folders cost one lookup each.
+    nearest: dict[str, str] = {}
+
+    def file_above(folder: str) -> str:
+        walked: list[str] = []
+        found = ""
+        while folder:
+            hit = nearest.get(folder)
+            if hit is not None:
+                found = hit
+                break
+            walked.append(folder)
+            if folder in seen:
+                found = folder
+                break
+            folder = folder.rpartition("/")[0]
+        for w in walked:
+            nearest[w] = found
+        return found
+
     for rel, key in seen.items():
         parent = rel.rpartition("/")[0]
-        while parent:
-            if parent in seen:
-                problems.append(
-                    f"key {seen[parent]!r} is a file but key {key!r} needs {parent!r} to be a folder"
-                )
-                break
-            parent = parent.rpartition("/")[0]
+        if not parent:
+            continue
+        hit = nearest.get(parent)
+        if hit is None:
+            hit = file_above(parent)
+        if hit:
+            problems.append(f"key {seen[hit]!r} is a file but key {key!r} needs {hit!r} to be a folder")
     return problems

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 
 from ._exclude import Excluder
 from ._plan_types import (
@@ -77,6 +78,19 @@ def ancestors(rel: str) -> Iterable[str]:
     while parent:
         yield parent
         parent = parent.rpartition("/")[0]
+
+
+def _add_ancestors(rels: Iterable[str], into: set[str]) -> None:
+    """Add the parent folders of every path in ``rels`` to ``into``.
+
+    ``into`` must hold only complete chains (with each folder, its parents): a folder found
+    there ends the walk, so a million files in a thousand folders cost one lookup each.
+    """
+    for rel in rels:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in into:
+            into.add(parent)
+            parent = parent.rpartition("/")[0]
 
 
 def _depth_first(rels: Iterable[str]) -> list[str]:
@@ -135,18 +149,20 @@ def plan_download(
         The plan; `Plan.final` tells whether checks remain.
     """
     evidence = evidence or {}
-    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)}
+    # Without patterns the trees are used as they are: a million calls saved on each side.
+    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)} if exclude else remote.files
     # A marker at (or below) a file's path cannot be a folder here: the file wins.
     markers = {
         m
         for m in remote.markers
         if not exclude.excluded(m) and m not in rfiles and not any(a in rfiles for a in ancestors(m))
     }
-    rdirs = set(markers)
-    for rel in list(rfiles) + list(markers):
-        rdirs.update(ancestors(rel))
-    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
-    ldirs = {d for d in local.dirs if not exclude.excluded(d)}
+    parents: set[str] = set()
+    _add_ancestors(rfiles, parents)
+    _add_ancestors(markers, parents)
+    rdirs = markers | parents
+    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)} if exclude else local.files
+    ldirs = {d for d in local.dirs if not exclude.excluded(d)} if exclude else set(local.dirs)
 
     copies: list[Copy] = []
     checks: list[Check] = []
@@ -183,7 +199,7 @@ def plan_download(
     clear: list[Delete] = []
     cleared: set[str] = set()
     blocked: set[str] = set()  # keep_local: local work stands where S3 has the other kind
-    protected = _protected_dirs(list(local.files) + list(local.dirs), exclude)
+    protected = _protected_dirs(chain(local.files, local.dirs), exclude)
     for d in sorted(rdirs):
         if d in lfiles:
             if keep_local and local_work(d) is not False:
@@ -191,9 +207,9 @@ def plan_download(
                 continue
             clear.append(Delete(d, prefix + d))
             cleared.add(d)
-    for rel in sorted(rfiles):
+    for rel in sorted([d for d in ldirs if d in rfiles]):
         # A folder holding excluded files is never cleared: that copy fails instead, by name.
-        if rel in ldirs and rel not in protected:
+        if rel not in protected:
             if keep_local and any(local_work(f) is not False for f in lfiles if f.startswith(rel + "/")):
                 blocked.add(rel)
                 continue
@@ -207,9 +223,19 @@ def plan_download(
 
     for d in sorted(markers - ldirs):
         copies.append(Copy(d, prefix + d + "/", 0, Reason.NEW, is_dir=True))
-    for rel, obj in sorted(rfiles.items()):
-        rec = record_of(rel, obj.key)
-        lf = None if rel in cleared else lfiles.get(rel)
+    # The files in S3, in any order: each adds at most one entry, to one of these lists, and
+    # each list is put in path order afterwards, as if the files had been walked in order.
+    n_copies, n_checks, n_adopt, n_refresh = len(copies), len(checks), len(adopt), len(refresh)
+    for rel, obj in rfiles.items():
+        rec = records.get(rel)
+        lf = lfiles.get(rel)
+        if (rec is not None and lf is not None and obj.etag == rec.etag and obj.size == rec.size
+                and obj.key == rec.key and rec.proves(lf) and rel not in cleared):
+            continue  # in sync, by its record, on both sides: by far the most common case
+        if rec is not None and rec.key != obj.key:
+            rec = None
+        if rel in cleared:
+            lf = None
         if lf is None:
             if rel not in blocked and not any(a in blocked for a in ancestors(rel)):
                 copies.append(Copy(rel, obj.key, obj.size, Reason.MISSING if rec is not None else Reason.NEW))
@@ -237,6 +263,10 @@ def plan_download(
             conflicts.append(rel)  # never in sync, and not what S3 holds: neither may be lost
         else:
             copies.append(Copy(rel, obj.key, obj.size, decision))
+    copies[n_copies:] = sorted(copies[n_copies:], key=_by_rel)
+    checks[n_checks:] = sorted(checks[n_checks:], key=_by_rel)
+    adopt[n_adopt:] = sorted(adopt[n_adopt:])
+    refresh[n_refresh:] = sorted(refresh[n_refresh:])
 
     deletes: list[Delete] = []
     staying: set[str] = set()  # local files this plan keeps below folders S3 no longer has
@@ -245,8 +275,8 @@ def plan_download(
         def gone_with_clear(rel: str) -> bool:
             return rel in cleared or any(a in cleared for a in ancestors(rel))
 
-        for rel in sorted(lfiles):
-            if rel not in rfiles and rel not in rdirs and not gone_with_clear(rel):
+        for rel in sorted([r for r in lfiles if r not in rfiles]):
+            if rel not in rdirs and not gone_with_clear(rel):
                 work = local_work(rel) if keep_local else False
                 if work is False:
                     deletes.append(Delete(rel, prefix + rel))
@@ -261,6 +291,10 @@ def plan_download(
                 deletes.append(Delete(d, prefix + d, is_dir=True))
     return Plan(tuple(clear), tuple(copies), tuple(deletes), tuple(_unique(checks)), tuple(adopt), tuple(refresh),
                 tuple(sorted(kept)), tuple(sorted(set(conflicts))))
+
+
+def _by_rel(item: Copy | Check) -> str:
+    return item.rel
 
 
 def _unique(checks: Iterable[Check]) -> list[Check]:
@@ -298,9 +332,9 @@ def plan_upload(
         The plan; `Plan.final` tells whether checks remain.
     """
     evidence = evidence or {}
-    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)}
-    ldirs = {d for d in local.dirs if not exclude.excluded(d)}
-    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)}
+    lfiles = {r: f for r, f in local.files.items() if not exclude.excluded(r)} if exclude else local.files
+    ldirs = {d for d in local.dirs if not exclude.excluded(d)} if exclude else set(local.dirs)
+    rfiles = {r: f for r, f in remote.files.items() if not exclude.excluded(r)} if exclude else remote.files
     markers = {m for m in remote.markers if not exclude.excluded(m)}
 
     copies: list[Copy] = []
@@ -310,17 +344,19 @@ def plan_upload(
     # An empty local folder becomes a marker, unless S3 keeps objects below it that the
     # exclude patterns hide (they stay, so the folder exists in S3 already).
     nonempty: set[str] = set()
-    for rel in [*lfiles, *ldirs]:
-        nonempty.update(ancestors(rel))
-    for rel in remote.files:
-        if exclude.excluded(rel):
-            nonempty.update(ancestors(rel))
+    _add_ancestors(chain(lfiles, ldirs), nonempty)
+    if exclude:
+        _add_ancestors((rel for rel in remote.files if exclude.excluded(rel)), nonempty)
     for d in sorted(ldirs - nonempty - markers):
         copies.append(Copy(d, prefix + d + "/", 0, Reason.NEW, is_dir=True))
-    for rel, lf in sorted(lfiles.items()):
+    # As in plan_download: any order, at most one entry per file, each list sorted afterwards.
+    n_copies, n_checks, n_adopt, n_refresh = len(copies), len(checks), len(adopt), len(refresh)
+    for rel, lf in lfiles.items():
         key = prefix + rel
         obj = rfiles.get(rel)
         rec = records.get(rel)
+        if obj is not None and rec is not None and obj.etag == rec.etag and rec.key == key and rec.proves(lf):
+            continue  # in sync by its record, and S3 holds what it recorded: the common case
         if rec is not None and rec.key != key:
             rec = None
         decision: Reason | CheckKind | None
@@ -347,12 +383,15 @@ def plan_upload(
             copies.append(Copy(rel, key, lf.size, decision))
         elif isinstance(decision, CheckKind):
             checks.append(Check(rel, decision))
+    copies[n_copies:] = sorted(copies[n_copies:], key=_by_rel)
+    checks[n_checks:] = sorted(checks[n_checks:], key=_by_rel)
+    adopt[n_adopt:] = sorted(adopt[n_adopt:])
+    refresh[n_refresh:] = sorted(refresh[n_refresh:])
 
     deletes: list[Delete] = []
     if delete:
-        for rel, obj in sorted(rfiles.items()):
-            if rel not in lfiles:
-                deletes.append(Delete(rel, obj.key))
+        for rel in sorted([r for r in rfiles if r not in lfiles]):
+            deletes.append(Delete(rel, rfiles[rel].key))
         for m in sorted(markers):
             if m not in ldirs:
                 deletes.append(Delete(m, prefix + m + "/", is_dir=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = [
     "RACY_MARGIN_NS",
@@ -79,9 +80,12 @@ class LocalFile:
     ctime_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the state store remembers about a file that was last seen in sync."""
+class Record(NamedTuple):
+    """What the state store remembers about a file that was last seen in sync.
+
+    A named tuple rather than a frozen dataclass: the store loads one per file of a tree
+    (a million for a large one), and a tuple is built about six times faster, from the row.
+    """
 
     key: str
     etag: str
@@ -104,8 +108,8 @@ class Record:
 
     def same_stat(self, local: LocalFile) -> bool:
         """Whether ``local`` is, by (size, mtime_ns, inode, ctime_ns), the file this record describes."""
-        return (self.local_size, self.mtime_ns, self.inode, self.ctime_ns) == (
-            local.size, local.mtime_ns, local.inode, local.ctime_ns)
+        return (self.local_size == local.size and self.mtime_ns == local.mtime_ns and self.inode == local.inode
+                and self.ctime_ns == local.ctime_ns)
 
     @property
     def racy(self) -> bool:
@@ -114,7 +118,9 @@ class Record:
 
     def proves(self, local: LocalFile) -> bool:
         """Whether ``local`` is, without reading it, the content this record describes."""
-        return self.same_stat(local) and not self.racy
+        # same_stat(local) and not racy, spelled out: the planner asks this once per file.
+        return (self.local_size == local.size and self.mtime_ns == local.mtime_ns and self.inode == local.inode
+                and self.ctime_ns == local.ctime_ns and self.mtime_ns <= self.recorded_ns - RACY_MARGIN_NS)
 
 
 @dataclass(frozen=True)

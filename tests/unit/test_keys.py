@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pos3 import UnsafeKeyError
-from pos3._keys import RESERVED_NAME, find_collisions, join_key, relative_path
+from pos3._keys import RESERVED_NAME, find_collisions, join_key, key_paths, relative_path
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -122,3 +122,64 @@ def test_reserved_name_is_the_staging_folder_name() -> None:
     from pos3 import _local
 
     assert _local.STAGING_DIRNAME == RESERVED_NAME
+
+
+def _reference_path(key: str, prefix: str) -> str | None:
+    """The rules of `relative_path`, spelled out one by one; ``None``: refused."""
+    rest = key[len(prefix):]
+    parts = [p for p in rest.split("/") if p]
+    if "\x00" in rest or "\\" in rest or (rest.startswith("/") and not prefix):
+        return None
+    if any(p in (".", "..", RESERVED_NAME) or len(p.encode("utf-8", "surrogatepass")) > 255 for p in parts):
+        return None
+    return "/".join(parts)
+
+
+LONG_PIECES = ["a", ".", "..", ".a", "a.", "", RESERVED_NAME, RESERVED_NAME + "x", "x" * 200, "x" * 256,
+               "é" * 127, "é" * 128, "\\", "\x00", "\ud800"]
+
+
+@PROPERTY
+@given(st.sampled_from(["", "p/", "p/q/"]),
+       st.lists(st.sampled_from(LONG_PIECES), min_size=1, max_size=5).map("/".join))
+def test_relative_path_follows_its_rules_on_every_path(prefix: str, rest: str) -> None:
+    # Plain keys take a shortcut of a few scans; hidden files, long or non-ASCII keys the full
+    # walk: both must give the rules' answer.
+    want = _reference_path(prefix + rest, prefix)
+    if want is None:
+        with pytest.raises(UnsafeKeyError):
+            relative_path(prefix + rest, prefix)
+    else:
+        assert relative_path(prefix + rest, prefix) == want
+
+
+def test_find_collisions_names_the_nearest_file_above() -> None:
+    keys = ["a", "a/b", "a/b/c/d", "a/x/y", "z/y"]
+    assert find_collisions((k, k) for k in keys) == [
+        "key 'a' is a file but key 'a/b' needs 'a' to be a folder",
+        "key 'a/b' is a file but key 'a/b/c/d' needs 'a/b' to be a folder",
+        "key 'a' is a file but key 'a/x/y' needs 'a' to be a folder",
+    ]
+
+
+def test_key_paths_pairs_every_safe_key_in_listing_order() -> None:
+    from pos3._plan import RemoteFile
+
+    def listed(*keys: str) -> tuple[list[RemoteFile], dict[str, RemoteFile], set[str]]:
+        files = [RemoteFile(k, 1, "e") for k in keys]
+        by_path: dict[str, RemoteFile] = {}
+        refused: set[str] = set()
+        for f in files:
+            try:
+                by_path[relative_path(f.key, "p/")] = f
+            except UnsafeKeyError:
+                refused.add(f.key)
+        return files, by_path, refused
+
+    # Every path its own: the pairs come from the map.
+    assert list(key_paths(*listed("p/b", "p/a/x", "p/../y", "p/c"), "p/")) == [
+        ("p/b", "b"), ("p/a/x", "a/x"), ("p/c", "c")]
+    # Two keys on one path: both are paired, so the clash is found and named.
+    pairs = list(key_paths(*listed("p/a//b", "p/../y", "p/a/b"), "p/"))
+    assert pairs == [("p/a//b", "a/b"), ("p/a/b", "a/b")]
+    assert find_collisions(pairs) == ["keys 'p/a//b' and 'p/a/b' both map to local path 'a/b'"]

@@ -107,6 +107,10 @@ def final_download(prefix: str, remote: RemoteWorld, local: LocalWorld, records:
                                  delete=delete, exclude=exclude, evidence=evidence)
     # Evidence only settles checks: it never changes clears or deletes.
     assert (plan.clear, plan.deletes) == (first.clear, first.deletes)
+    # Files are copied, checked, adopted and refreshed in path order (the listing's need not be).
+    for rels in ([c.rel for c in plan.copies if not c.is_dir], [c.rel for c in first.checks], plan.adopt,
+                 plan.refresh):
+        assert list(rels) == sorted(rels)
     return plan
 
 
@@ -217,6 +221,9 @@ def final_upload(prefix: str, local: LocalWorld, remote: RemoteWorld, records: d
     assert plan == plan_upload(prefix, shuffled_local, shuffled_remote, dict(reversed(records.items())),
                                delete=delete, exclude=exclude, evidence=evidence)
     assert plan.deletes == first.deletes
+    for rels in ([c.rel for c in plan.copies if not c.is_dir], [c.rel for c in first.checks], plan.adopt,
+                 plan.refresh, [d.rel for d in plan.deletes if not d.is_dir]):
+        assert list(rels) == sorted(rels)
     return plan
 
 
