@@ -518,6 +518,24 @@ def put(s3: Any, bucket: str, files: dict[str, bytes]) -> None:
     _each(lambda item: s3.put_object(Bucket=bucket, Key=item[0], Body=item[1]), list(files.items()))
 
 
+def put_many(server: Any, s3: Any, bucket: str, files: dict[str, bytes]) -> None:
+    """`put` for a thousand objects and more (a listing past one page), at a fraction of the cost.
+
+    When the server keeps its store in this process (moto), the objects go straight into it: a PUT
+    through HTTP costs about 15 ms of CPU (client and server), 15 s for the 1001 keys of a
+    pagination test. Another server gets ordinary PUTs. Either way the code under test lists and
+    reads them over HTTP, like any other object.
+    """
+    if not server.supports("store_in_process"):
+        put(s3, bucket, files)
+        return
+    from moto.s3.models import s3_backends
+
+    backend = next(iter(s3_backends.values()))["global"]
+    for key, data in files.items():
+        backend.put_object(bucket, key, data)
+
+
 def remote_tree(s3: Any, bucket: str, prefix: str = "") -> dict[str, bytes]:
     keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for obj in page.get("Contents", ())]
