@@ -391,6 +391,20 @@ def require(server: Any, capability: str) -> None:
         pytest.skip(f"the server under test lacks a capability this test needs: it {CAPABILITIES[capability]}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long tests first: ``slow``, then ``slow(2)`` before it, ``slow(3)`` before that.
+
+    pytest-xdist hands the first tests to the workers in turn and the rest as workers free up, so
+    a long test collected late could start when the others are nearly done and run alone at the
+    end. Long ones first, short ones filling the gaps, ends all workers at about the same time.
+    """
+    def weight(item: pytest.Item) -> int:
+        mark = item.get_closest_marker("slow")
+        return 0 if mark is None else int(mark.args[0]) if mark.args else 1
+
+    items.sort(key=weight, reverse=True)  # stable: collection order within a weight
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingMotoServer]:
     """The session's S3 server: moto, or the endpoint of ``POS3_TEST_ENDPOINT``."""

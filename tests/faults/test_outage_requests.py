@@ -25,7 +25,7 @@ from tests.faults.conftest import fault_mirror
 from tests.faults.helpers import record_timing
 from tests.faults.proxy import FaultProxy, make_rule
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # outages: seconds of waiting each
 
 MiB = 1 << 20
 OUTAGE = 10.0  # longer than botocore's own 5 attempts can ride out (their backoff sums to 7.5 s on average)

@@ -304,6 +304,7 @@ async def test_ls_s3_and_local_levels(open_mirror: Any, s3: Any, bucket: str, tm
         assert str(local / "dir" / "nested.txt") in ldeep and str(local / "file.txt") in ldeep
 
 
+@pytest.mark.slow(2)
 async def test_pagination_past_1000_objects(server: Any, s3: Any, bucket: str, cache_root: Path) -> None:
     n = 1001
     put_many(server, s3, bucket, {f"many/f{i:05}": b"%d" % i for i in range(n)})
