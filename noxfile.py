@@ -22,7 +22,11 @@ def tests(session: nox.Session) -> None:
     # stall timeouts, subprocesses starting; measured 586 s of CPU for 723 s on 2 cores, 40 % busy),
     # and waits of one worker overlap work of another.
     workers = str(max(4, os.cpu_count() or 1))
-    session.run("pytest", *(session.posargs or ["-q", "-n", workers]))
+    # Bytecode is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE=1): every
+    # worker imports and assertion-rewrites the whole suite (9 s of CPU each without a cache, 4 s
+    # with), and every CLI test starts a Python that imports pos3. Long tests run first (see
+    # tests/conftest.py), which suits xdist's default load scheduling.
+    session.run("pytest", *(session.posargs or ["-q", "-n", workers]), env={"PYTHONDONTWRITEBYTECODE": ""})
 
 
 @nox.session

@@ -20,6 +20,7 @@ from benchmarks.server import MotoProcess, classify
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow(3)  # the longest test of the suite: started first
 @pytest.mark.timeout(330)
 def test_smoke_run(tmp_path: Path) -> None:
     results = tmp_path / "results.json"

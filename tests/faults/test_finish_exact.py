@@ -24,7 +24,7 @@ from tests.faults.conftest import fault_mirror
 from tests.faults.helpers import record_timing
 from tests.faults.proxy import FaultProxy, make_rule
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # outages and stalls: seconds of waiting each
 
 MiB = 1 << 20
 # Backoff on top of the healthy time: botocore's own backoff inside one request (up to 8 s at its

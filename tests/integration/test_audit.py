@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import pos3
-from tests.conftest import CountingMotoServer, local_tree, put, remote_tree, wait_for
+from tests.conftest import CountingMotoServer, local_tree, put, put_many, remote_tree, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -304,10 +304,10 @@ async def test_ls_s3_and_local_levels(open_mirror: Any, s3: Any, bucket: str, tm
         assert str(local / "dir" / "nested.txt") in ldeep and str(local / "file.txt") in ldeep
 
 
-async def test_pagination_past_1000_objects(s3: Any, bucket: str, cache_root: Path) -> None:
+@pytest.mark.slow(2)
+async def test_pagination_past_1000_objects(server: Any, s3: Any, bucket: str, cache_root: Path) -> None:
     n = 1001
-    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda i: s3.put_object(Bucket=bucket, Key=f"many/f{i:05}", Body=b"%d" % i), range(n)))
+    put_many(server, s3, bucket, {f"many/f{i:05}": b"%d" % i for i in range(n)})
     async with pos3.amirror(cache_root=cache_root, show_progress=False) as m:
         plan = await m.plan_download(f"s3://{bucket}/many")
         assert len(plan.to_copy) == n

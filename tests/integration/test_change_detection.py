@@ -193,6 +193,7 @@ async def test_noop_resync_of_100_objects_costs_only_lists(
     assert server.log.count() <= 5
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_root_end_with_a_correct_mirror(
     s3: Any, bucket: str, cache_root: Path, tmp_path: Path
 ) -> None:

@@ -148,6 +148,7 @@ def test_ls_local_path(server: CountingMotoServer, tmp_path: Path, cache_root: P
 # ---------------------------------------------------------------------- download
 
 
+@pytest.mark.slow
 def test_download_stdout_is_only_the_path(server: CountingMotoServer, s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"data/a.txt": b"alpha", "data/sub/b.bin": b"x" * 3000})
     res = run("download", f"s3://{bucket}/data/", cache_root=cache_root)
@@ -325,6 +326,7 @@ def test_upload_defaults_to_the_download_path(server: CountingMotoServer, s3: An
     assert remote_tree(s3, bucket) == {"data/a.txt": b"alpha", "data/result.txt": b"computed"}
 
 
+@pytest.mark.slow
 def test_sync_downloads_then_uploads_once(server: CountingMotoServer, s3: Any, bucket: str, tmp_path: Path,
                                           cache_root: Path) -> None:
     put(s3, bucket, {"job/remote.txt": b"from s3", "job/both.txt": b"remote wins"})
@@ -399,6 +401,7 @@ def test_unknown_profile_is_a_usage_error(server: CountingMotoServer, bucket: st
     assert "no-such-profile" in res.stderr
 
 
+@pytest.mark.slow
 def test_s3_errors_exit_1(server: CountingMotoServer, bucket: str, tmp_path: Path, cache_root: Path) -> None:
     res = run("download", "s3://no-such-bucket-here/data", cache_root=cache_root)
     assert res.returncode == 1
@@ -527,6 +530,7 @@ def test_docs_cli_page_matches_help_output(server: CountingMotoServer, cache_roo
 # ---------------------------------------------------------------------- training-job features
 
 
+@pytest.mark.slow
 def test_download_shard_and_upload_atomic(s3: Any, bucket: str, cache_root: Path, tmp_path: Path) -> None:
     put(s3, bucket, {f"ds/f{i}": b"x" * (i + 1) for i in range(6)})
     got: list[set[str]] = []
@@ -548,6 +552,7 @@ def test_download_shard_and_upload_atomic(s3: Any, bucket: str, cache_root: Path
     assert local_tree(Path(res.stdout.strip())) == {"model.pt": b"weights"}
 
 
+@pytest.mark.slow
 def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"a/blob": b"a" * 1000, "b/blob": b"b" * 2000})
     for prefix in ("a", "b"):
@@ -576,6 +581,7 @@ def test_cache_ls_and_prune(s3: Any, bucket: str, cache_root: Path) -> None:
 # ---------------------------------------------------------------------- habits of aws s3 / rclone
 
 
+@pytest.mark.slow
 def test_positional_destination_source_first(s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
     put(s3, bucket, {"ds/a.txt": b"alpha", "ds/sub/b.txt": b"bravo"})
     dest = tmp_path / "dir"
@@ -626,6 +632,7 @@ def test_an_empty_local_path_is_a_usage_error(s3: Any, bucket: str, tmp_path: Pa
     assert remote_tree(s3, bucket) == {"ds/a.txt": b"alpha"}
 
 
+@pytest.mark.slow
 def test_ls_exit_codes_are_consistent(s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
     put(s3, bucket, {"ds/a.txt": b"alpha"})
     res = run("ls", f"s3://{bucket}/nothing-here/", cache_root=cache_root)

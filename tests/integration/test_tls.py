@@ -181,6 +181,7 @@ async def test_mirror_tls_arguments_are_checked(open_mirror: Any, https: Https, 
         async with open_mirror(ca_bundle=tmp_path / "nope.pem") as m:
             await m.ls("s3://bucket/", profile=profile)
 
+@pytest.mark.slow
 def test_cli_ca_bundle_and_no_verify_ssl(https: Https, s3: Any, bucket: str, cache_root: Path) -> None:
     put(s3, bucket, {"d/k.txt": b"cli"})
     env = {"AWS_ENDPOINT_URL": https.url}

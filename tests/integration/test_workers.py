@@ -48,6 +48,7 @@ async def test_transfers_complete_with_any_number_of_workers(
     assert remote_tree(s3, bucket, "out/") == {f"out/u{i:02d}.txt": b"u" * i for i in range(30)}
 
 
+@pytest.mark.slow
 def test_cli_workers(server: CountingMotoServer, s3: Any, bucket: str, tmp_path: Path, cache_root: Path) -> None:
     put(s3, bucket, {f"d/f{i}.txt": b"x" * i for i in range(12)})
     res = _cli("download", f"s3://{bucket}/d/", "--local", str(tmp_path / "d"), "--workers", "2", cache_root=cache_root)
