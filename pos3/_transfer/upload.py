@@ -209,15 +209,8 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
             except Exception as exc:
                 failures.append(Failure(url, translate(exc, url)))
 
-        whole = [c for c in plan.copies
-                 if c.is_dir or not _policy.is_multipart(c.size, res.options.multipart_threshold)]
-        limit = res.transfer_limit(whole)
-        async with anyio.create_task_group() as tg:
-            for c in plan.copies:
-                if c.is_dir or not _policy.is_multipart(c.size, res.options.multipart_threshold):
-                    await res.start_limited(tg, one, c, limit)
-                else:
-                    tg.start_soon(one, c)
+        await res.run_each(one, plan.copies,
+                           lambda c: not _policy.is_multipart(c.size, res.options.multipart_threshold))
 
     gone = [d.rel for d in plan.deletes]
     if plan.deletes:
