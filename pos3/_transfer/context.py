@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +28,8 @@ __all__ = ["EngineOptions", "RateLimit", "Resources", "Sources", "Target", "Thro
 
 log = logging.getLogger("pos3")
 T = TypeVar("T")
+
+FILE_THREADS = 40  # worker threads of the per-file hop (`Resources.in_thread`): anyio's default too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,6 +141,26 @@ class Resources:
         rate = options.max_upload_bytes_per_second
         self.rate = RateLimit(rate) if rate else None
         self._store: StateStore | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread: the one hop of each small file (read or write it).
+
+        As `anyio.to_thread.run_sync`, a cancellation waits until ``fn`` has returned and is
+        then raised, so nothing of the file's work outlives its task. At about half the loop's
+        CPU: no checkpoint before the call, no capacity limiter (the transfer's workers already
+        bound the calls), and a cancel scope only when cancelled. The threads belong to this
+        mirror (made on first use, released by `aclose`).
+        """
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="pos3-file")
+        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        try:
+            return await asyncio.shield(done)  # a cancellation leaves the call running: waited for below
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([done])
+            raise
 
     async def store(self) -> StateStore:
         if self._store is None:
@@ -149,6 +173,9 @@ class Resources:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)  # idle by now: every task that used them has ended
+            self._threads = None
         if self._store is not None:
             self._store.close()
 

@@ -251,7 +251,7 @@ async def _streamed_get(
 
         if fh is None:
             data = b"".join(chunks)
-            lf = await anyio.to_thread.run_sync(check_write_and_place, h, data, check, tmp, final, confine)
+            lf = await res.in_thread(check_write_and_place, h, data, check, tmp, final, confine)
         else:
             check()
             await anyio.to_thread.run_sync(fh.close)

@@ -245,7 +245,7 @@ async def upload_file(
     if not _policy.is_multipart(c.size, res.options.multipart_threshold):
         in_memory = _policy.body_in_memory(c.size)
         async with contextlib.nullcontext() if in_memory else res.body_slots:
-            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path, settled)
+            data, before, xxh, md5 = await res.in_thread(_read_for_upload, path, settled)
             if res.rate:
                 await res.rate.acquire(len(data))
             etag = await _send(res, url, lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))
