@@ -154,7 +154,7 @@ class Resources:
         """
         if self._threads is None:
             self._threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="pos3-file")
-        done = asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        done = asyncio.wrap_future(self._threads.submit(fn, *args))  # run_in_executor, less its checks
         try:
             return await asyncio.shield(done)  # a cancellation leaves the call running: waited for below
         except asyncio.CancelledError:
