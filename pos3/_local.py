@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -27,6 +28,7 @@ __all__ = [
     "check_writable",
     "delete_entry",
     "ensure_parent",
+    "plain_parents",
     "replace_into",
     "scan",
     "staging_place",
@@ -96,6 +98,33 @@ def ensure_parent(root: Path, target: Path) -> None:
     root_real = os.path.realpath(root)
     if not _inside(root_real, os.path.realpath(parent)):
         raise PermissionError(errno.EACCES, f"{parent} resolves outside {root}; refusing to write", str(target))
+
+
+def plain_parents(root: Path, target: Path) -> bool:
+    """Whether every folder between ``root`` and ``target`` exists and is a real folder, not a
+    symlink: then ``target``'s parent resolves inside ``root`` with no further check.
+
+    The cheap test before a rename (one ``lstat`` per folder below ``root``, none for a file
+    directly in it); when it fails, `ensure_parent` makes the folders and resolves them.
+    ``target`` is ``root`` joined with a safe relative path (`_keys.relative_path`: no ``..``).
+    """
+    parent = target.parent
+    if parent == root:
+        return True
+    try:
+        parts = parent.relative_to(root).parts
+    except ValueError:
+        return False
+    path = str(root)
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
 
 
 def delete_entry(root: Path, rel: str, is_dir: bool, recursive: bool = False) -> None:
@@ -239,6 +268,12 @@ def replace_into(tmp: Path, final: Path) -> None:
     os.unlink(tmp)
 
 
+# Partial-file names: this process's pid, a random token drawn once (a forked child keeps it but
+# has another pid) and a counter; unique without a call to the OS random source per file.
+_NAME_TOKEN = uuid.uuid4().hex[:12]
+_NAME_COUNT = itertools.count()
+
+
 @dataclass(frozen=True)
 class Staging:
     """Where partial files of one root are written before they are renamed into place.
@@ -272,7 +307,7 @@ class Staging:
 
     def new_path(self) -> Path:
         """A fresh partial-file name; no I/O (the writer creates the folder when it opens the file)."""
-        return self.folder / f"{uuid.uuid4().hex}.part"
+        return self.folder / f"{os.getpid()}-{_NAME_TOKEN}-{next(_NAME_COUNT)}.part"
 
     def resume_path(self, key: str) -> Path:
         """The partial file of a large object, kept across runs so a download can resume.

@@ -361,7 +361,7 @@ def etag_is_md5(etag: str, *, sse: str = "", sse_customer: str = "") -> bool:
     """
     if sse_customer or sse.lower() in _FOREIGN_ETAG_SSE:
         return False
-    return len(etag) == 32 and all(ch in "0123456789abcdef" for ch in etag)
+    return len(etag) == 32 and not etag.strip("0123456789abcdef")  # every character a lowercase hex digit
 
 
 def check_body(url: str, *, got: int, size: int, xxh3: str, md5: str | None, etag: str,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import TaskGroup
 
 from .. import _policy
 from .._clients import ClientOptions, ClientPool
@@ -27,6 +28,8 @@ __all__ = ["EngineOptions", "RateLimit", "Resources", "Sources", "Target", "Thro
 
 log = logging.getLogger("pos3")
 T = TypeVar("T")
+
+FILE_THREADS = 40  # worker threads of the per-file hop (`Resources.in_thread`): anyio's default too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +132,7 @@ class Resources:
         self.retrier = Retrier(options.retry)
         self.throttle = self.retrier.throttle
         self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True), self.retrier)
-        # Every request of the mirror at once; each transfer also has its own limit (`transfer_limit`).
+        # Every request of the mirror at once; each transfer also has its own limit (`run_each`).
         self.limiter = anyio.Semaphore(options.max_workers or MAX_IN_FLIGHT)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))
         # Upload bodies are read whole into memory: this bounds how many are at once, so peak
@@ -138,6 +141,26 @@ class Resources:
         rate = options.max_upload_bytes_per_second
         self.rate = RateLimit(rate) if rate else None
         self._store: StateStore | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread: the one hop of each small file (read or write it).
+
+        As `anyio.to_thread.run_sync`, a cancellation waits until ``fn`` has returned and is
+        then raised, so nothing of the file's work outlives its task. At about half the loop's
+        CPU: no checkpoint before the call, no capacity limiter (the transfer's workers already
+        bound the calls), and a cancel scope only when cancelled. The threads belong to this
+        mirror (made on first use, released by `aclose`).
+        """
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="pos3-file")
+        done = asyncio.wrap_future(self._threads.submit(fn, *args))  # run_in_executor, less its checks
+        try:
+            return await asyncio.shield(done)  # a cancellation leaves the call running: waited for below
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait([done])
+            raise
 
     async def store(self) -> StateStore:
         if self._store is None:
@@ -150,35 +173,43 @@ class Resources:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)  # idle by now: every task that used them has ended
+            self._threads = None
         if self._store is not None:
             self._store.close()
 
-    def transfer_limit(self, whole: Iterable[Copy]) -> anyio.Semaphore:
-        """The requests in flight for one transfer whose objects sent whole are ``whole``."""
-        sizes = [c.size for c in whole if not c.is_dir]
-        return anyio.Semaphore(requests_in_flight(sizes, self.options.max_workers))
+    async def run_each(self, fn: Callable[[Copy], Coroutine[Any, Any, object]], copies: Iterable[Copy],
+                       whole: Callable[[Copy], bool]) -> None:
+        """Run ``fn(c)`` for every copy; returns when all are done.
 
-    async def start_limited(self, tg: TaskGroup, fn: Callable[[Copy], Any], c: Copy,
-                            limit: anyio.Semaphore | None = None) -> None:
-        """Start ``fn(c)`` holding a slot of ``limit`` (the transfer's) and of the mirror's limiter.
-
-        Waits for the slots before starting, so tasks never pile up.
+        Copies sent in one request (``whole(c)``, and folders) are taken in order by a fixed set
+        of workers, as many as the transfer's requests in flight (`requests_in_flight` of their
+        sizes); each holds a slot of the mirror's limiter while it runs one. The others (ranged
+        or multipart, which take the limiter per part) get a task each. No task per small file,
+        and a free limiter slot is taken without yielding to the loop.
         """
-        if limit is not None:
-            await limit.acquire()
-        try:
-            await self.limiter.acquire()
-        except BaseException:
-            if limit is not None:
-                limit.release()
-            raise
+        items = list(copies)
+        small = [c for c in items if c.is_dir or whole(c)]
+        large = [c for c in items if not (c.is_dir or whole(c))]
+        shared = iter(small)  # one iterator for every worker: each copy is taken once, in order
+        limiter = self.limiter
 
-        async def run() -> None:
-            try:
-                await fn(c)
-            finally:
-                self.limiter.release()
-                if limit is not None:
-                    limit.release()
+        async def worker() -> None:
+            for c in shared:
+                try:
+                    limiter.acquire_nowait()
+                except anyio.WouldBlock:
+                    await limiter.acquire()
+                try:
+                    await fn(c)
+                finally:
+                    limiter.release()
 
-        tg.start_soon(run)
+        workers = min(len(small), requests_in_flight([c.size for c in small if not c.is_dir],
+                                                     self.options.max_workers))
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+            for c in large:
+                tg.start_soon(fn, c)

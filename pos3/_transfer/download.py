@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import anyio
 
@@ -23,7 +23,7 @@ from .._hashing import CHUNK, Hasher, file_digests
 from .._plan import Copy, LocalFile, Plan, Record
 from .._s3 import META_XXH3
 from .context import Resources, Sources, Target
-from .place import DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, place, raise_named
+from .place import DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, open_new, place, raise_named
 from .ranged import Resume, Stall, ranged_get, verify
 
 __all__ = ["run_download"]
@@ -112,14 +112,7 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
             except Exception as exc:
                 failures.append(Failure(target.url.child(c.key), translate(exc, target.url.child(c.key))))
 
-        whole = [c for c in plan.copies if c.is_dir or not _policy.is_ranged(c.size, res.options.ranged_threshold)]
-        limit = res.transfer_limit(whole)
-        async with anyio.create_task_group() as tg:
-            for c in plan.copies:
-                if c.is_dir or not _policy.is_ranged(c.size, res.options.ranged_threshold):
-                    await res.start_limited(tg, one, c, limit)
-                else:
-                    tg.start_soon(one, c)
+        await res.run_each(one, plan.copies, lambda c: not _policy.is_ranged(c.size, res.options.ranged_threshold))
 
     # 4. Deletes of what is gone remotely (deepest first, folders only when empty).
     for d in plan.deletes:
@@ -185,11 +178,6 @@ async def download_file(
         return Record.of(c.key, etag, size, lf, xxh, taken, meta.get("__last_modified", ""))
 
 
-def _open_new(tmp: Path) -> BinaryIO:
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    return open(tmp, "wb")  # closed by the caller, also on failure
-
-
 async def _streamed_get(
     res: Resources, s3: Any, bucket: str, c: Copy, tmp: Path, confine: Path, final: Path,
     progress: Callable[[int], object], seen: frozenset[str], split: int | None = None,
@@ -241,7 +229,7 @@ async def _streamed_get(
                                 chunks.append(chunk)  # hashed with the write, off the loop
                             else:
                                 if fh is None:
-                                    fh = await anyio.to_thread.run_sync(_open_new, tmp)
+                                    fh = await anyio.to_thread.run_sync(open_new, tmp)
                                 await anyio.to_thread.run_sync(hash_and_write, h, fh, chunk)
                 if split is not None and got >= split:
                     split = None  # the second request of a repair: from here to the end
@@ -263,7 +251,7 @@ async def _streamed_get(
 
         if fh is None:
             data = b"".join(chunks)
-            lf = await anyio.to_thread.run_sync(check_write_and_place, h, data, check, tmp, final, confine)
+            lf = await res.in_thread(check_write_and_place, h, data, check, tmp, final, confine)
         else:
             check()
             await anyio.to_thread.run_sync(fh.close)

@@ -25,6 +25,7 @@ __all__ = [
     "hash_and_write",
     "hash_range",
     "mkdir",
+    "open_new",
     "place",
     "raise_named",
 ]
@@ -87,19 +88,38 @@ def check_write_and_place(
     return _write_and_place(tmp, final, root, data)
 
 
+def open_new(tmp: Path) -> BinaryIO:
+    """Open a new partial file for writing (closed by the caller, also on failure).
+
+    Its staging folder is made on first use, when the open finds it missing: its name was chosen
+    without I/O (`_local.Staging.new_path`), and this costs no ``mkdir`` per file.
+    """
+    try:
+        return open(tmp, "wb")
+    except FileNotFoundError:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        return open(tmp, "wb")
+
+
 def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
-    tmp.parent.mkdir(parents=True, exist_ok=True)  # the staging folder (its name was chosen without I/O)
-    with open(tmp, "wb") as fh:
+    with open_new(tmp) as fh:
         fh.write(data)
     return place(tmp, final, root)
 
 
 def place(tmp: Path, final: Path, root: Path) -> LocalFile:
-    """Rename a finished temporary file onto its final name (parents made, never outside ``root``)."""
-    _local.ensure_parent(root, final)
-    if final.is_dir() and not final.is_symlink():
-        raise IsADirectoryError(f"{final}: a folder stands where the file goes")
-    _local.replace_into(tmp, final)  # EXDEV (a bind mount): through a hidden staging folder beside it
+    """Rename a finished temporary file onto its final name (parents made, never outside ``root``).
+
+    The usual case costs one ``lstat`` per folder below ``root`` and the rename: folders that
+    are missing or symlinks go through `_local.ensure_parent` (made, then resolved inside
+    ``root``), and a folder standing at the final name fails the rename itself.
+    """
+    if not _local.plain_parents(root, final):
+        _local.ensure_parent(root, final)
+    try:
+        _local.replace_into(tmp, final)  # EXDEV (a bind mount): through a hidden staging folder beside it
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{final}: a folder stands where the file goes") from None
     return _local.stat_file(final)
 
 

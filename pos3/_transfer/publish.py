@@ -227,14 +227,8 @@ async def publish_folder(
                     failures.append(Failure(url.child(blob), translate(exc, url.child(blob))))
 
             copies = [Copy(rel, blob, size, Reason.NEW) for blob, (rel, size) in wanted.items()]
-            limit = res.transfer_limit(c for c in copies
-                                       if not _policy.is_multipart(c.size, res.options.multipart_threshold))
-            async with anyio.create_task_group() as tg:
-                for c in copies:
-                    if not _policy.is_multipart(c.size, res.options.multipart_threshold):
-                        await res.start_limited(tg, send, c, limit)
-                    else:
-                        tg.start_soon(send, c)
+            await res.run_each(send, copies,
+                               lambda c: not _policy.is_multipart(c.size, res.options.multipart_threshold))
         if failures:
             raise TransferError.of("upload", failures)
 

@@ -209,15 +209,8 @@ async def run_upload(res: Resources, target: Target, src: Sources, plan: Plan, d
             except Exception as exc:
                 failures.append(Failure(url, translate(exc, url)))
 
-        whole = [c for c in plan.copies
-                 if c.is_dir or not _policy.is_multipart(c.size, res.options.multipart_threshold)]
-        limit = res.transfer_limit(whole)
-        async with anyio.create_task_group() as tg:
-            for c in plan.copies:
-                if c.is_dir or not _policy.is_multipart(c.size, res.options.multipart_threshold):
-                    await res.start_limited(tg, one, c, limit)
-                else:
-                    tg.start_soon(one, c)
+        await res.run_each(one, plan.copies,
+                           lambda c: not _policy.is_multipart(c.size, res.options.multipart_threshold))
 
     gone = [d.rel for d in plan.deletes]
     if plan.deletes:
@@ -252,7 +245,7 @@ async def upload_file(
     if not _policy.is_multipart(c.size, res.options.multipart_threshold):
         in_memory = _policy.body_in_memory(c.size)
         async with contextlib.nullcontext() if in_memory else res.body_slots:
-            data, before, xxh, md5 = await anyio.to_thread.run_sync(_read_for_upload, path, settled)
+            data, before, xxh, md5 = await res.in_thread(_read_for_upload, path, settled)
             if res.rate:
                 await res.rate.acquire(len(data))
             etag = await _send(res, url, lambda: s3.put(bucket, c.key, data, {META_XXH3: xxh}, md5=md5))

@@ -294,3 +294,31 @@ def test_forked_child_leaves_the_block_without_touching_the_parent(
         os.write(write_fd, b"left")
         os._exit(0)
     assert remote_tree(s3, bucket) == {"out/parent.txt": b"from the parent"}  # the parent's exit uploads
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_file_hop_returns_only_after_its_thread_finished(tmp_path: Path) -> None:
+    from pos3._progress import Progress
+    from pos3._transfer.context import EngineOptions, Resources
+
+    res = Resources(tmp_path, EngineOptions(), Progress(False))
+    started, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def write() -> None:  # a slow write: its file must not be touched after the task has unwound
+        started.set()
+        release.wait(10)
+        time.sleep(0.1)
+        finished.append("written")
+
+    try:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(res.in_thread, write)
+                await anyio.to_thread.run_sync(started.wait, 10)
+                scope.cancel()
+                release.set()
+        assert scope.cancelled_caught
+        assert finished == ["written"]
+    finally:
+        await res.aclose()

@@ -47,3 +47,32 @@ def test_check_writable_names_a_read_only_folder(tmp_path: Path) -> None:
             check_writable(ro / "data")
     finally:
         ro.chmod(0o755)
+
+
+def test_place_makes_missing_folders_and_refuses_a_symlinked_folder_leading_outside(tmp_path: Path) -> None:
+    from pos3._transfer.place import place
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "inner").mkdir()
+    (root / "link_in").symlink_to(root / "inner")
+    (root / "link_out").symlink_to(outside)
+
+    def part(name: str) -> Path:
+        tmp = tmp_path / f"{name}.part"
+        tmp.write_bytes(name.encode())
+        return tmp
+
+    assert place(part("a"), root / "a", root).size == 1  # directly in the root
+    place(part("b"), root / "new" / "deep" / "b", root)  # missing folders are made
+    assert (root / "new" / "deep" / "b").read_bytes() == b"b"
+    place(part("c"), root / "link_in" / "c", root)  # a symlink that stays inside the root is followed
+    assert (root / "inner" / "c").read_bytes() == b"c"
+    with pytest.raises(PermissionError, match="resolves outside"):
+        place(part("d"), root / "link_out" / "d", root)
+    assert list(outside.iterdir()) == []
+    (root / "taken").mkdir()
+    with pytest.raises(IsADirectoryError, match="a folder stands where the file goes"):
+        place(part("e"), root / "taken", root)
+    assert (root / "taken").is_dir()
