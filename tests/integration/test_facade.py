@@ -122,14 +122,22 @@ def test_ctrl_c_during_a_transfer_cleans_up_and_joins(s3: Any, bucket: str, cach
     staging = cache_root / ".pos3" / "staging"
     before = set(threading.enumerate())
 
+    def has_bytes(part: Path) -> bool:
+        try:
+            return part.stat().st_size > 0
+        except FileNotFoundError:  # placed (renamed) between the listing and the stat: bytes flowed
+            return True
+
     def interrupt_when_bytes_flow() -> None:
-        for _ in range(2000):  # bounded: ~20 s
-            if any(p.stat().st_size > 0 for p in staging.rglob("*.part")) or any(
-                p.is_file() for p in (cache_root / "_").rglob("f*")
-            ):
-                break
-            threading.Event().wait(0.01)
-        _thread.interrupt_main()
+        try:
+            for _ in range(2000):  # bounded: ~20 s
+                if any(has_bytes(p) for p in staging.rglob("*.part")) or any(
+                    p.is_file() for p in (cache_root / "_").rglob("f*")
+                ):
+                    break
+                threading.Event().wait(0.01)
+        finally:  # the interrupt is what the test waits for: never lost to an error here
+            _thread.interrupt_main()
 
     watcher = threading.Thread(target=interrupt_when_bytes_flow)
     # interrupt_main() does nothing while SIGINT is ignored, as it is when the runner was started
