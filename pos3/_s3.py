@@ -26,7 +26,7 @@ from ._retry import Retrier
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-    from ._direct import Direct
+    from ._direct import Direct, Route
 
 __all__ = ["S3", "Listing"]
 
@@ -86,15 +86,33 @@ class S3:
         self.retrier = retrier
         self.direct = direct
 
-    def _rerouted(self, bucket: str, exc: Exception) -> bool:
-        """Whether a direct request's error says the bucket's route is wrong; then it is forgotten."""
-        from ._direct import REROUTE_CODES
+    async def _either(self, bucket: str, key: str | None, url: str,
+                      direct_send: Callable[[Direct, Route], Awaitable[T]],
+                      botocore_send: Callable[[], Awaitable[T]]) -> T:
+        """``direct_send`` once ``bucket``'s route is known, else ``botocore_send``, whose request
+        teaches the route (for ``key``; ``None``: a listing). A direct answer that says the route
+        is wrong (`pos3._direct.REROUTE_CODES`) forgets it and sends the request through botocore.
+        Errors are translated here."""
+        direct = self.direct
+        if direct is not None:
+            route = direct.route(bucket)
+            if route is not None:
+                from ._direct import REROUTE_CODES
 
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code not in REROUTE_CODES or self.direct is None:
-            return False
-        self.direct.forget(bucket)
-        return True
+                try:
+                    return await direct_send(direct, route)
+                except Exception as exc:
+                    if getattr(exc, "response", {}).get("Error", {}).get("Code") not in REROUTE_CODES:
+                        raise translate(exc, url) from None
+                    direct.forget(bucket)
+            token = direct.capture()
+        try:
+            return await botocore_send()
+        except Exception as exc:
+            raise translate(exc, url) from None
+        finally:
+            if direct is not None:
+                direct.learn(token, bucket, key)
 
     async def _call(self, url: str, send: Callable[[], Awaitable[T]]) -> T:
         """``send`` (which raises translated errors), retried by the retrier when there is one."""
@@ -122,22 +140,8 @@ class S3:
 
     async def _list_page(self, bucket: str, kwargs: Mapping[str, Any], url: str) -> Mapping[str, Any]:
         """One ListObjectsV2 page: a direct request once the bucket's route is known, else botocore's."""
-        direct = self.direct
-        route = direct.route(bucket) if direct is not None else None
-        if direct is not None and route is not None:
-            try:
-                return await direct.list_page(route, kwargs)
-            except Exception as exc:
-                if not self._rerouted(bucket, exc):
-                    raise translate(exc, url) from None
-        token = direct.capture() if direct is not None else None
-        try:
-            return await self.client.list_objects_v2(**kwargs)
-        except Exception as exc:
-            raise translate(exc, url) from None
-        finally:
-            if direct is not None and token is not None:
-                direct.learn(token, bucket, None)
+        return await self._either(bucket, None, url, lambda direct, route: direct.list_page(route, kwargs),
+                                  lambda: self.client.list_objects_v2(**kwargs))
 
     async def list_all(self, bucket: str, prefix: str) -> Listing:
         """Every object below ``prefix`` (all pages)."""
@@ -199,31 +203,21 @@ class S3:
         ``checked``: the caller checks the body against pos3's fingerprint (xxh3 metadata or MD5
         ETag) where it can, so a direct GET need not check the server's checksum as well.
         """
-        url = f"s3://{bucket}/{key}"
-        direct = self.direct
-        route = direct.route(bucket) if direct is not None else None
-        found: tuple[Any, Mapping[str, Any]] | None = None
-        if direct is not None and route is not None:
-            try:
-                found = await direct.get(route, bucket, key, start=start, end=end, if_match=if_match, checked=checked)
-            except Exception as exc:
-                if not self._rerouted(bucket, exc):
-                    raise translate(exc, url) from None
-        if found is None:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
-            if start or end is not None:
-                kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
-            if if_match:
-                kwargs["IfMatch"] = f'"{if_match}"'
-            token = direct.capture() if direct is not None else None
-            try:
-                resp = await self.client.get_object(**kwargs)
-            except Exception as exc:
-                raise translate(exc, url) from None
-            finally:
-                if direct is not None and token is not None:
-                    direct.learn(token, bucket, key)
-            found = resp["Body"], resp
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if start or end is not None:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end}"
+        if if_match:
+            kwargs["IfMatch"] = f'"{if_match}"'
+
+        async def botocore_get() -> tuple[Any, Mapping[str, Any]]:
+            resp = await self.client.get_object(**kwargs)
+            return resp["Body"], resp
+
+        found = await self._either(
+            bucket, key, f"s3://{bucket}/{key}",
+            lambda direct, route: direct.get(route, bucket, key, start=start, end=end, if_match=if_match,
+                                             checked=checked),
+            botocore_get)
         body = found[0]
         try:
             yield found
@@ -238,24 +232,9 @@ class S3:
         where the ETag is an MD5 (no SSE-KMS): bytes damaged on the way raise `IntegrityError`.
         """
         url = f"s3://{bucket}/{key}"
-        direct = self.direct
-        route = direct.route(bucket) if direct is not None else None
-        resp: Mapping[str, Any] | None = None
-        if direct is not None and route is not None:
-            try:
-                resp = await direct.put(route, bucket, key, data, metadata)
-            except Exception as exc:
-                if not self._rerouted(bucket, exc):
-                    raise translate(exc, url) from None
-        if resp is None:
-            token = direct.capture() if direct is not None else None
-            try:
-                resp = await self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata))
-            except Exception as exc:
-                raise translate(exc, url) from None
-            finally:
-                if direct is not None and token is not None:
-                    direct.learn(token, bucket, key)
+        resp: Mapping[str, Any] = await self._either(
+            bucket, key, url, lambda direct, route: direct.put(route, bucket, key, data, metadata),
+            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata)))
         etag = _etag(resp.get("ETag"))
         _check_stored(url, etag, md5, resp)
         return etag
