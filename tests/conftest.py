@@ -394,9 +394,10 @@ def require(server: Any, capability: str) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the long tests first: ``slow``, then ``slow(2)`` before it, ``slow(3)`` before that.
 
-    pytest-xdist hands the first tests to the workers in turn and the rest as workers free up, so
-    a long test collected late could start when the others are nearly done and run alone at the
-    end. Long ones first, short ones filling the gaps, ends all workers at about the same time.
+    With ``--maxschedchunk 1`` (as ``nox -s tests`` runs it) pytest-xdist hands each worker the
+    next test as it frees up, so a long test collected late could start when the others are
+    nearly done and run alone at the end. Long ones first, short ones filling the gaps, ends all
+    workers at about the same time.
     """
     def weight(item: pytest.Item) -> int:
         mark = item.get_closest_marker("slow")
