@@ -45,6 +45,7 @@ from ._plan_types import (
     RemoteFile,
     RemoteTree,
     is_racy,
+    placed_mtime_ns,
 )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "TransferPlan",
     "ancestors",
     "is_racy",
+    "placed_mtime_ns",
     "plan_download",
     "plan_upload",
 ]

@@ -5,6 +5,7 @@ Split from `pos3._plan` (which re-exports every name) to keep each module under 
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "RemoteFile",
     "RemoteTree",
     "is_racy",
+    "placed_mtime_ns",
 ]
 
 
@@ -68,6 +70,27 @@ def is_racy(mtime_ns: int, taken_ns: int) -> bool:
     ``mtime_ns`` is at least `RACY_MARGIN_NS` older than ``taken_ns``.
     """
     return mtime_ns > taken_ns - RACY_MARGIN_NS
+
+
+def placed_mtime_ns(last_modified: str, now_ns: int) -> int | None:
+    """The mtime a downloaded file is given: its object's Last-Modified (ISO 8601), if past.
+
+    As ``aws s3 sync`` and rclone do, so the file shows the object's age. It also makes the
+    record taken at download time trustworthy (`is_racy` is false for an object older than the
+    margin), so the next sync proves the file by its stat instead of reading it again. A later
+    write gives the file an mtime near that write, which differs. ``None`` (keep the time of
+    writing) when the time is unknown, unreadable or in the future (a clock ahead of ours).
+    """
+    if not last_modified:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(last_modified)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    ns = int(stamp.timestamp() * 1_000_000) * 1000
+    return ns if 0 < ns <= now_ns else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,17 @@ from .._hashing import CHUNK, Hasher, file_digests
 from .._plan import Copy, LocalFile, Plan, Record
 from .._s3 import META_XXH3
 from .context import Resources, Sources, Target
-from .place import DISK_ERRNOS, check_write_and_place, hash_and_write, mkdir, open_new, place, raise_named
+from .place import (
+    DISK_ERRNOS,
+    LAST_MODIFIED,
+    check_write_and_place,
+    hash_and_write,
+    last_modified,
+    mkdir,
+    open_new,
+    place,
+    raise_named,
+)
 from .ranged import Resume, Stall, ranged_get, verify
 
 __all__ = ["run_download"]
@@ -142,7 +152,7 @@ async def download_file(
         tmp = await anyio.to_thread.run_sync(staging.resume_path, c.key)
         try:
             etag, meta, xxh, size = await ranged_get(res, s3, bucket, c, tmp, progress, listed_etag)
-            lf = await anyio.to_thread.run_sync(place, tmp, final, confine)
+            lf = await anyio.to_thread.run_sync(place, tmp, final, confine, meta.get(LAST_MODIFIED, ""))
         except OSError as exc:
             if exc.errno in DISK_ERRNOS:  # a full or read-only disk: give the space back
                 await anyio.to_thread.run_sync(Resume.forget, tmp)
@@ -153,7 +163,7 @@ async def download_file(
             Resume.forget(tmp)  # Ctrl-C: remove every temporary file
             raise
         await anyio.to_thread.run_sync(Resume.forget, tmp)
-        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get("__last_modified", ""))
+        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get(LAST_MODIFIED, ""))
     url = f"s3://{bucket}/{c.key}"
     seen: set[str] = set()  # xxh3 of bodies whose MD5 was not their ETag
     repairs = 0
@@ -175,7 +185,7 @@ async def download_file(
         except BaseException:
             _local.Staging.discard(tmp)
             raise
-        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get("__last_modified", ""))
+        return Record.of(c.key, etag, size, lf, xxh, taken, meta.get(LAST_MODIFIED, ""))
 
 
 async def _streamed_get(
@@ -208,7 +218,7 @@ async def _streamed_get(
                     if h is None:
                         etag = str(resp.get("ETag", "")).strip('"')
                         meta = dict(resp.get("Metadata") or {})
-                        meta["__last_modified"] = str(getattr(resp.get("LastModified"), "isoformat", lambda: "")())
+                        meta[LAST_MODIFIED] = last_modified(resp)
                         md5 = _policy.etag_is_md5(etag, sse=str(resp.get("ServerSideEncryption") or ""),
                                                   sse_customer=str(resp.get("SSECustomerAlgorithm") or ""))
                         h = Hasher(md5=md5 and META_XXH3 not in meta)
@@ -251,12 +261,13 @@ async def _streamed_get(
 
         if fh is None:
             data = b"".join(chunks)
-            lf = await res.in_thread(check_write_and_place, h, data, check, tmp, final, confine)
+            lf = await res.in_thread(check_write_and_place, h, data, check, tmp, final, confine,
+                                     meta[LAST_MODIFIED])
         else:
             check()
             await anyio.to_thread.run_sync(fh.close)
             fh = None
-            lf = await anyio.to_thread.run_sync(place, tmp, final, confine)
+            lf = await anyio.to_thread.run_sync(place, tmp, final, confine, meta[LAST_MODIFIED])
         return etag, meta, h.xxh3, lf, size
     except OSError as exc:
         raise_named(exc, final, url)

@@ -9,21 +9,24 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from .. import _local
 from .._errors import EndpointError
 from .._hashing import CHUNK, Hasher
-from .._plan import LocalFile
+from .._plan import LocalFile, placed_mtime_ns
 
 __all__ = [
     "DISK_ERRNOS",
+    "LAST_MODIFIED",
     "body_errors",
     "check_write_and_place",
     "hash_and_write",
     "hash_range",
+    "last_modified",
     "mkdir",
     "open_new",
     "place",
@@ -43,6 +46,15 @@ def body_errors() -> tuple[type[BaseException], ...]:
 
     return (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, IncompleteReadError,
             ResponseStreamingError, ReadTimeoutError, ConnectionError, EndpointError, TimeoutError)
+
+
+LAST_MODIFIED = "__last_modified"  # in a GET's metadata dict: the object's time (ISO 8601), not user metadata
+
+
+def last_modified(resp: Mapping[str, Any]) -> str:
+    """A GET or HEAD answer's Last-Modified as ISO 8601 (``""`` when absent)."""
+    stamp = resp.get("LastModified")
+    return stamp.isoformat() if stamp is not None and hasattr(stamp, "isoformat") else ""
 
 
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM})
@@ -80,12 +92,14 @@ def hash_and_write(h: Hasher, fh: BinaryIO, chunk: bytes) -> None:
 
 
 def check_write_and_place(
-    h: Hasher, data: bytes, verify: Callable[[], None], tmp: Path, final: Path, root: Path
+    h: Hasher, data: bytes, verify: Callable[[], None], tmp: Path, final: Path, root: Path, modified: str = ""
 ) -> LocalFile:
     """Fingerprint a small body, check it, then place it: one worker-thread hop per file."""
     h.update(data)
     verify()
-    return _write_and_place(tmp, final, root, data)
+    with open_new(tmp) as fh:
+        fh.write(data)
+    return place(tmp, final, root, modified)
 
 
 def open_new(tmp: Path) -> BinaryIO:
@@ -101,19 +115,20 @@ def open_new(tmp: Path) -> BinaryIO:
         return open(tmp, "wb")
 
 
-def _write_and_place(tmp: Path, final: Path, root: Path, data: bytes) -> LocalFile:
-    with open_new(tmp) as fh:
-        fh.write(data)
-    return place(tmp, final, root)
-
-
-def place(tmp: Path, final: Path, root: Path) -> LocalFile:
+def place(tmp: Path, final: Path, root: Path, modified: str = "") -> LocalFile:
     """Rename a finished temporary file onto its final name (parents made, never outside ``root``).
+
+    The file takes the object's Last-Modified time ``modified`` (ISO 8601) as its mtime, when
+    it is past (`placed_mtime_ns`), before the rename: the name never shows another mtime.
 
     The usual case costs one ``lstat`` per folder below ``root`` and the rename: folders that
     are missing or symlinks go through `_local.ensure_parent` (made, then resolved inside
     ``root``), and a folder standing at the final name fails the rename itself.
     """
+    now = time.time_ns()
+    mtime = placed_mtime_ns(modified, now)
+    if mtime is not None:
+        os.utime(tmp, ns=(now, mtime))
     if not _local.plain_parents(root, final):
         _local.ensure_parent(root, final)
     try:

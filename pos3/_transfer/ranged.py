@@ -24,7 +24,7 @@ from .._hashing import CHUNK, Hasher
 from .._plan import Copy
 from .._s3 import META_XXH3
 from .context import Resources
-from .place import hash_range, raise_named
+from .place import LAST_MODIFIED, hash_range, last_modified, raise_named
 
 __all__ = ["Resume", "Stall", "VersionChanged", "ranged_get", "read_chunk", "verify"]
 
@@ -283,6 +283,7 @@ async def _ranged_parts(
                             md5 = _policy.etag_is_md5(info["etag"], sse=str(resp.get("ServerSideEncryption") or ""),
                                                       sse_customer=str(resp.get("SSECustomerAlgorithm") or ""))
                             info["meta"][ETAG_IS_MD5] = "1" if md5 else "0"  # journaled with the parts
+                            info["meta"][LAST_MODIFIED] = last_modified(resp)
                         while pos <= end:
                             chunk = await read_chunk(body, min(CHUNK, end + 1 - pos), settings.stall_timeout, url)
                             if not chunk:

@@ -6,6 +6,7 @@ by setting every mtime to a whole second with `os.utime`, as the original reprod
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 import pytest
 
+import pos3
 from tests.conftest import local_tree, put, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -125,3 +127,33 @@ async def test_a_state_store_of_the_previous_format_is_rebuilt(
     assert db.execute("SELECT v FROM meta WHERE k='schema'").fetchone() == ("2",)
     assert db.execute("SELECT etag FROM files").fetchall() != [("stale",)]
     db.close()
+
+
+async def test_downloaded_files_take_their_objects_last_modified_time(
+    open_mirror: Any, s3: Any, bucket: str, cache_root: Path
+) -> None:
+    """As ``aws s3 sync`` does: the file shows the object's age, and its record (taken at download)
+    is judged racy or not from that time, so an old object is not read again by the next sync."""
+    objects = {"ds/small.txt": b"s" * 100, "ds/medium.bin": b"m" * (3 * MiB)}  # in memory; streamed to disk
+    put(s3, bucket, objects)
+    async with open_mirror() as m:
+        path = await m.download(f"s3://{bucket}/ds")
+    for key in objects:
+        stamp = s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+        assert os.stat(path / key.removeprefix("ds/")).st_mtime_ns == int(stamp.timestamp()) * 10**9, key
+    db = sqlite3.connect(cache_root / ".pos3" / "state.db")
+    rows = dict(db.execute("SELECT key, mtime_ns FROM files").fetchall())
+    db.close()
+    assert rows == {k: os.stat(path / k.removeprefix("ds/")).st_mtime_ns for k in objects}
+
+
+async def test_a_ranged_download_takes_its_objects_last_modified_time(s3: Any, bucket: str, cache_root: Path
+                                                                      ) -> None:
+    put(s3, bucket, {"big.bin": b"b" * (3 * MiB)})
+    m = pos3.amirror(cache_root=cache_root, show_progress=False)
+    m._options = dataclasses.replace(m._options, ranged_threshold=MiB, download_part_size=MiB)  # 3 ranges
+    async with m:
+        path = await m.download(f"s3://{bucket}/big.bin")
+    stamp = s3.head_object(Bucket=bucket, Key="big.bin")["LastModified"]
+    assert os.stat(path).st_mtime_ns == int(stamp.timestamp()) * 10**9
+    assert path.read_bytes() == b"b" * (3 * MiB)

@@ -19,6 +19,7 @@ from pos3._plan import (
     RemoteTree,
     ancestors,
     is_racy,
+    placed_mtime_ns,
     plan_download,
     plan_upload,
 )
@@ -42,6 +43,21 @@ def test_racy_means_mtime_not_safely_older_than_the_record() -> None:
     assert is_racy(T + 5 * SECOND, T)  # an mtime in the future proves nothing either
     assert is_racy(T, 0)  # a record without its time is never trusted
     assert RACY_MARGIN_NS >= 2 * SECOND  # covers 2-second (FAT) timestamps
+
+
+def test_a_downloaded_file_takes_its_objects_time_when_that_is_past() -> None:
+    stamp = 1_796_110_699 * SECOND  # 2026-12-01T07:38:19Z
+    later = stamp + 3600 * SECOND
+    assert placed_mtime_ns("2026-12-01T07:38:19+00:00", later) == stamp
+    assert placed_mtime_ns("2026-12-01T08:38:19+01:00", later) == stamp
+    assert placed_mtime_ns("2026-12-01T07:38:19.250000+00:00", later) == stamp + 250_000_000
+    assert placed_mtime_ns("2026-12-01T07:38:19", later) == stamp  # no zone: UTC, as S3 means it
+    assert placed_mtime_ns("2026-12-01T07:38:19+00:00", stamp - SECOND) is None  # ahead of our clock: write time
+    assert placed_mtime_ns("", later) is None and placed_mtime_ns("yesterday", later) is None
+    # An object older than the margin leaves a record that proves the file by its stat next time;
+    # one written just before the download does not.
+    assert not is_racy(stamp, stamp + RACY_MARGIN_NS)
+    assert is_racy(stamp, stamp + SECOND)
 
 
 def test_record_of_keeps_the_full_stat_and_its_time() -> None:
