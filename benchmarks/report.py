@@ -449,7 +449,7 @@ def render(info: dict[str, str], m: Measured, clients: Sequence[Client], targets
                 f"**{m.floor['get_ms']:.2f} ms** of client CPU per GET and **{m.floor['put_ms']:.2f} ms** per PUT, "
                 "start-up excluded. This is what botocore's request pipeline costs; pos3 pays it only for the "
                 "first requests to each bucket and for requests other than GET, PUT and listing pages, which "
-                "it sends itself (signed by botocore) once it knows the bucket's route: see "
+                "it sends itself (signed as botocore signs) once it knows the bucket's route: see "
                 "[direct requests](architecture.md#direct-requests).", ""]
 
     if m.startup:

@@ -1,4 +1,4 @@
-"""GETs, PUTs and listing pages, signed by botocore and sent straight over aiohttp.
+"""GETs, PUTs and listing pages, signed as botocore signs them and sent straight over aiohttp.
 
 botocore prepares every request through a general pipeline (about twenty events, parameter
 serialization, endpoint rules, a response parser). On two shared cores that costs about 2 ms of
@@ -15,9 +15,11 @@ What stays botocore's, so that both paths send the same request:
   (the ``before-send`` event, see `Direct.learn`): addressing style, endpoint rules and region
   redirects stay botocore's. An answer that says the route is wrong (a redirect, a malformed
   authorization) makes the caller forget it and send that request through botocore again.
-- **Signature.** botocore's S3 SigV4 signer, with the client's own credentials (refreshed when
-  botocore would refresh them); no signature for a public profile. Over HTTP the body is signed
-  (SHA-256), over HTTPS it is covered by TLS and the checksum header, as botocore does.
+- **Signature.** SigV4 as botocore's S3 signer computes it (`pos3._sigv4`, tested header for
+  header against botocore's), with the client's own credentials (refreshed when botocore would
+  refresh them); no signature for a public profile. Over HTTP the body is signed (SHA-256), over
+  HTTPS it is covered by TLS and the checksum header, as botocore does, and the client's
+  ``s3.payload_signing_enabled`` setting is honoured.
 - **Checksums.** A PUT carries the CRC32 header botocore sends (``Content-MD5`` where the profile
   asks for checksums only when required); the server refuses a body that does not match. A GET
   asks for the object's checksum and checks a full-object CRC32, SHA-1 or SHA-256 unless the
@@ -47,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._sigv4 import Signer, payload_hash
 from ._version import __version__
 
 __all__ = ["Direct", "Route", "checksum_of", "error_of", "list_query", "listing_of", "route_of"]
@@ -290,10 +293,11 @@ class Direct:
         config = client.meta.config  # the checksum settings botocore resolved for this client
         self._crc = getattr(config, "request_checksum_calculation", None) != "when_required"
         self._ask = getattr(config, "response_checksum_validation", None) != "when_required"
+        self._sign_payload = (getattr(config, "s3", None) or {}).get("payload_signing_enabled")
         self._parse_time = parse_time
         self._routes: dict[str, Route] = {}
         self._session: Any = None
-        self._signers: dict[tuple[Any, str], Any] = {}
+        self._signers: dict[tuple[Any, str], Signer] = {}
         signer = getattr(client, "_request_signer", None)
         self._credentials = getattr(signer, "_credentials", None)
         client.meta.events.register("before-send.s3.GetObject", self._seen)
@@ -356,28 +360,20 @@ class Direct:
         return self._session
 
     async def _signed(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                      route: Route) -> dict[str, str]:
+                      route: Route, checksum_header: str | None = None) -> dict[str, str]:
+        """``headers`` signed for ``route`` (SigV4, `pos3._sigv4`); as they are for an unsigned route."""
         if route.region is None:
             return headers
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
         frozen = self._credentials.get_frozen_credentials()  # type: ignore[union-attr]
         if not isinstance(frozen, tuple):  # aiobotocore's refreshable credentials: a coroutine
             frozen = await frozen
         signer = self._signers.get((frozen, route.region))
         if signer is None:
             self._signers.clear()  # one set of credentials at a time: refreshed ones replace the old
-            signer = self._signers[(frozen, route.region)] = S3SigV4Auth(frozen, "s3", route.region)
-        context: dict[str, Any] = {}
-        if method == "PUT":  # over HTTPS with a checksum header the body need not be hashed again
-            name = "x-amz-checksum-crc32" if self._crc else "Content-MD5"
-            context = {"has_streaming_input": True,
-                       "checksum": {"request_algorithm": {"in": "header", "name": name}}}
-        request = AWSRequest(method=method, url=url, headers=headers, data=body)
-        request.context.update(context)
-        signer.add_auth(request)
-        return dict(request.headers.items())
+            signer = self._signers[(frozen, route.region)] = Signer(frozen.access_key, frozen.secret_key,
+                                                                     frozen.token, route.region)
+        payload = payload_hash(url, body, checksum_header=checksum_header, signing=self._sign_payload)
+        return signer.sign(method, url, headers, payload)
 
     async def get(self, route: Route, bucket: str, key: str, *, start: int = 0, end: int | None = None,
                   if_match: str | None = None, checked: bool = False) -> tuple[Body, dict[str, Any]]:
@@ -413,7 +409,8 @@ class Direct:
             headers["Content-MD5"] = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         headers["Content-Length"] = str(len(data))
         session = await self._http(route)
-        signed = await self._signed("PUT", url, headers, data, route)
+        signed = await self._signed("PUT", url, headers, data, route,
+                                    "x-amz-checksum-crc32" if self._crc else "Content-MD5")
         # aiohttp warns about (and pytest fails on) bytes bodies over 1 MiB; a BytesIO is sent in chunks.
         body: bytes | io.BytesIO = data if len(data) <= _WHOLE_BODY else io.BytesIO(data)
         async with session.request("PUT", _exact(url), headers=signed, data=body) as resp:
