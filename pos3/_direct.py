@@ -61,6 +61,7 @@ _SIGV4 = "AWS4-HMAC-SHA256 Credential="
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 _USER_AGENT = f"pos3/{__version__}"
 _WHOLE_BODY = 1 << 20  # larger PUT bodies go to aiohttp as a file-like object
+_READ_BUFFER = 1 << 20  # bytes a connection buffers before it stops reading (see Direct._http)
 # The checksums a GET can be checked against without awscrt, strongest first.
 _CHECKSUMS = ("sha256", "sha1", "crc32")
 
@@ -355,6 +356,9 @@ class Direct:
                     connector=aiohttp.TCPConnector(limit=self._pool, ssl=context),
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
                     auto_decompress=False, skip_auto_headers={"Content-Type"},
+                    # A connection reads on until this much is buffered (aiohttp's default, 64 KiB,
+                    # pauses and resumes a large body's socket every 128 KiB).
+                    read_bufsize=_READ_BUFFER,
                     headers={"User-Agent": _USER_AGENT},
                 )
         return self._session
