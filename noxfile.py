@@ -73,6 +73,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_rgw(session: nox.Session) -> None:
+    """The benchmarks against Ceph RGW 18.2 on 127.0.0.1 (the interop chroot and cluster; root on Debian).
+
+    Arguments after ``--`` go to the benchmarks, e.g. ``nox -s bench_rgw -- --scale 0 --planner 0``.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "tests.interop", "--bench", "--", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site strictly (broken links and references fail)."""
     session.install("-e", ".[docs]")

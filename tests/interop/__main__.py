@@ -20,6 +20,9 @@ Options:
     --schemes LIST  http,https (default both)
     --workers N     pytest-xdist workers (default 2; 0 for none)
     --full-https    the whole integration and fault suites over HTTPS as well
+    --bench         instead of the suites, run the benchmarks (``python -m benchmarks``) against
+                    the gateway over HTTP; arguments after ``--`` go to the benchmarks
+                    (``nox -s bench_rgw`` runs this)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ HTTPS_SUBSET = [
     "tests/integration/test_training.py",
     "tests/faults/test_download_faults.py",
 ]
+RGW_NAME = "Ceph RGW 18.2"  # how the Performance page names the gateway (Debian trixie's radosgw)
 PYTEST_TIMEOUT = 1800.0  # one scheme's run; HTTP took 11-22 minutes on 2 cores shared with other sessions
 LOCK_WAIT = 900.0
 
@@ -64,6 +68,7 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--schemes", default="http,https")
     parser.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: none)")
     parser.add_argument("--full-https", action="store_true", help="the whole suites over HTTPS as well")
+    parser.add_argument("--bench", action="store_true", help="run the benchmarks against the gateway instead")
     args = parser.parse_args(argv)
     schemes = [s for s in args.schemes.split(",") if s]
     if not schemes or set(schemes) - {"http", "https"}:
@@ -125,6 +130,16 @@ def _pytest(cluster: Cluster, scheme: str, suites: list[str], workers: int, extr
     return status, counts
 
 
+def _bench(cluster: Cluster, extra: list[str]) -> int:
+    """The benchmark suite against the gateway over HTTP; its own section of the Performance page."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BENCH_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    cmd = [sys.executable, "-m", "benchmarks", "--endpoint", cluster.http_url, "--access-key", ACCESS_KEY,
+           "--secret-key", SECRET_KEY, "--region", "us-east-1", "--endpoint-name", RGW_NAME, *extra]
+    log(f"bench: {' '.join(cmd[1:])}")
+    return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     if sys.platform != "linux" or os.geteuid() != 0:
         print("tests.interop: run as root on Linux (it builds a chroot and starts Ceph daemons)", file=sys.stderr)
@@ -153,6 +168,8 @@ def main(argv: list[str]) -> int:
                 cluster = Cluster(root)
                 try:
                     cluster.start()
+                    if args.bench:
+                        return _bench(cluster, extra)
                     for scheme in args.schemes:
                         suites = HTTPS_SUBSET if scheme == "https" and not args.full_https else SUITES
                         results[scheme] = _pytest(cluster, scheme, suites, args.workers, extra,
