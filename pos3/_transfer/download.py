@@ -230,22 +230,17 @@ async def _streamed_get(
                             want = CHUNK if split is None else min(CHUNK, split - got)
                             if want <= 0:
                                 break
+                            chunk = await stall.read(body, want)
+                            if not chunk:
+                                break
+                            got += len(chunk)
+                            progress(len(chunk))
                             if _policy.body_in_memory(c.size):
-                                chunk = await stall.read(body, want)
-                                if not chunk:
-                                    break
                                 chunks.append(chunk)  # hashed with the write, off the loop
-                                pieces = [chunk]
                             else:
-                                pieces = await stall.fill(body, want)
-                                if not pieces:
-                                    break
                                 if fh is None:
                                     fh = await res.in_thread(open_new, tmp)
-                                await res.in_thread(hash_and_write, h, fh, pieces)
-                            n = sum(map(len, pieces))
-                            got += n
-                            progress(n)
+                                await res.in_thread(hash_and_write, h, fh, chunk)
                 if split is not None and got >= split:
                     split = None  # the second request of a repair: from here to the end
                     continue

@@ -86,11 +86,10 @@ def hash_range(fd: int, h: Hasher, start: int, end: int) -> None:
         pos += len(data)
 
 
-def hash_and_write(h: Hasher, fh: BinaryIO, pieces: list[bytes]) -> None:
-    """Fingerprint and append the pieces of one chunk (blocking: a worker thread)."""
-    for piece in pieces:
-        h.update(piece)
-        fh.write(piece)
+def hash_and_write(h: Hasher, fh: BinaryIO, chunk: bytes) -> None:
+    """Fingerprint and append one chunk (blocking: a worker thread)."""
+    h.update(chunk)
+    fh.write(chunk)
 
 
 def check_write_and_place(

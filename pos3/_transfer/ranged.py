@@ -26,7 +26,7 @@ from .._s3 import META_XXH3
 from .context import Resources
 from .place import LAST_MODIFIED, hash_range, last_modified, raise_named
 
-__all__ = ["Resume", "Stall", "VersionChanged", "pwrite_all", "ranged_get", "verify"]
+__all__ = ["Resume", "Stall", "VersionChanged", "ranged_get", "verify"]
 
 ETAG_IS_MD5 = "__etag_is_md5"  # journaled: whether the ETag of the parts on disk is their MD5
 
@@ -127,34 +127,6 @@ class Stall:
         finally:
             self._scope.deadline = math.inf
         return chunk
-
-    async def fill(self, body: Any, size: int) -> list[bytes]:
-        """The next ``size`` bytes of ``body`` as they came (fewer only at its end; ``[]`` there).
-
-        A read returns what the connection has buffered, often 64 KiB: gathering a whole chunk
-        first makes one worker-thread hop (and one ``pwritev``) per chunk instead of one per read.
-        """
-        pieces: list[bytes] = []
-        while size > 0:
-            chunk = await self.read(body, size)
-            if not chunk:
-                break
-            pieces.append(chunk)
-            size -= len(chunk)
-        return pieces
-
-
-def pwrite_all(fd: int, pieces: list[bytes], pos: int) -> None:
-    """Write ``pieces`` one after the other at ``pos`` of ``fd`` (blocking: a worker thread)."""
-    views = [memoryview(p) for p in pieces]
-    while views:
-        n = os.pwritev(fd, views, pos)
-        pos += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
 
 
 class VersionChanged(S3Error):
@@ -309,15 +281,16 @@ async def _ranged_parts(
                                                       sse_customer=str(resp.get("SSECustomerAlgorithm") or ""))
                             info["meta"][ETAG_IS_MD5] = "1" if md5 else "0"  # journaled with the parts
                             info["meta"][LAST_MODIFIED] = last_modified(resp)
+                        # Each read is written and counted at once: a body that breaks after
+                        # some bytes has progressed, and the next attempt starts after them.
                         with Stall(settings.stall_timeout, url) as stall:
                             while pos <= end:
-                                pieces = await stall.fill(body, min(CHUNK, end + 1 - pos))
-                                if not pieces:
+                                chunk = await stall.read(body, min(CHUNK, end + 1 - pos))
+                                if not chunk:
                                     break
-                                await res.in_thread(pwrite_all, fd, pieces, pos)
-                                got = sum(map(len, pieces))
-                                pos += got
-                                progress(got)
+                                await res.in_thread(os.pwrite, fd, chunk, pos)
+                                pos += len(chunk)
+                                progress(len(chunk))
                     if pos <= end:
                         raise EndpointError(f"{url}: part body ended early at byte {pos}", url=url)
                 except Exception as exc:
