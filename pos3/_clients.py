@@ -20,6 +20,7 @@ import anyio
 from ._errors import ProfileError, certificate_failure, translate
 from ._profiles import Profile, tls_verify
 from ._retry import Retrier
+from ._routes import Frozen, Preset, RouteMemo, StaticCredentials, env_credentials
 from ._s3 import S3
 
 if TYPE_CHECKING:
@@ -146,6 +147,26 @@ def _lean(client: Any) -> None:
         client.meta.events.unregister("request-created.s3", handler)
 
 
+_UNSIGNED = Frozen("", "", None)  # what `_credentials` gives for a public profile: nothing to sign with
+
+
+async def _ready(client: Any) -> Any:
+    return client
+
+
+def _credentials(profile: Profile | None, preset: Preset, environ: Mapping[str, str]) -> Any:
+    """The credentials ``profile``'s client would resolve, taken without botocore where that is
+    certain (`pos3._routes`); `_UNSIGNED` for a public profile, ``None``: leave it to botocore."""
+    if profile is not None and profile.public:
+        return _UNSIGNED if preset.method is None else None
+    if profile is not None and profile.has_credentials:
+        if preset.method != "explicit" or profile.access_key is None or profile.secret_key is None:
+            return None
+        return StaticCredentials(Frozen(profile.access_key, profile.secret_key, profile.session_token), "explicit")
+    found = env_credentials(environ) if preset.method == "env" else None
+    return StaticCredentials(found, "env") if found is not None else None
+
+
 THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "Throttling", "ThrottlingException",
                             "RequestLimitExceeded", "TooManyRequests", "429", "RequestThrottled"})
 
@@ -160,13 +181,18 @@ class ClientPool:
     """
 
     def __init__(self, options: ClientOptions, on_throttle: Callable[[], None] | None = None,
-                 retrier: Retrier | None = None) -> None:
+                 retrier: Retrier | None = None, memo: RouteMemo | None = None) -> None:
         self._options = options
         self._on_throttle = on_throttle
         self._retrier = retrier
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[Profile | None, S3] = {}
+        self._botocores: dict[Profile | None, Any] = {}
+        self._directs: dict[Profile | None, Direct] = {}
+        self._keys: dict[Profile | None, str] = {}  # fingerprints (`pos3._routes.fingerprint`)
+        self._memo = memo
         self._lock = anyio.Lock()
+        self._make_lock = anyio.Lock()
 
     def _config(self, profile: Profile | None) -> AioConfig:
         from aiobotocore.config import AioConfig
@@ -205,7 +231,11 @@ class ClientPool:
         return session
 
     async def get(self, profile: Profile | None) -> S3:
-        """The client for ``profile`` (``None``: botocore's default chain)."""
+        """The client for ``profile`` (``None``: botocore's default chain).
+
+        Its botocore client is made now, or, when a preset is remembered for it (`pos3._routes`),
+        only once a request needs one.
+        """
         found = self._clients.get(profile)
         if found is not None:
             return found
@@ -213,16 +243,32 @@ class ClientPool:
             found = self._clients.get(profile)
             if found is not None:
                 return found
-            kwargs: dict[str, Any] = {"config": self._config(profile)}
             verify, source = tls_verify(profile, os.environ)
             if self._options.verify is not None:
                 verify, source = self._options.verify, "the mirror's ca_bundle (--ca-bundle)"
-            if isinstance(verify, str):
-                if not os.path.isfile(verify):
-                    raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")
+            if isinstance(verify, str) and not os.path.isfile(verify):
+                raise ProfileError(f"{source}: CA bundle {verify} is not a readable file")
+            direct = await self._direct(profile, verify)
+            if direct is not None and direct.has_routes():
+                found = S3(lambda: self._botocore(profile, verify, direct), self._retrier, direct)
+            else:
+                client = await self._botocore(profile, verify, direct)
+                found = S3(lambda: _ready(client), self._retrier, direct)
+            self._clients[profile] = found
+            return found
+
+    async def _botocore(self, profile: Profile | None, verify: bool | str | None, direct: Direct | None) -> Any:
+        """``profile``'s botocore client, made on the first call (``direct`` is attached to it)."""
+        found = self._botocores.get(profile)
+        if found is not None:
+            return found
+        async with self._make_lock:
+            found = self._botocores.get(profile)
+            if found is not None:
+                return found
+            kwargs: dict[str, Any] = {"config": self._config(profile)}
+            if isinstance(verify, str) or verify is False:
                 kwargs["verify"] = verify
-            elif verify is False:
-                kwargs["verify"] = False
             if profile is not None:
                 kwargs["endpoint_url"] = profile.endpoint
                 kwargs["region_name"] = profile.region or "us-east-1"
@@ -233,31 +279,39 @@ class ClientPool:
             try:
                 session = self._session(profile)
                 creator = session.create_client("s3", **kwargs)
-                client = await self._stack.enter_async_context(creator)
+                client: Any = await self._stack.enter_async_context(creator)
                 if self._on_throttle is not None:
                     client.meta.events.register("needs-retry.s3", self._observe)
                 _lean(client)
-                direct = self._direct(client, kwargs.get("verify", session.get_config_variable("ca_bundle")))
+                if direct is not None:
+                    direct.attach(client, kwargs.get("verify", session.get_config_variable("ca_bundle")))
             except Exception as exc:
                 # E.g. AWS_PROFILE names a profile ~/.aws does not have (ProfileNotFound).
                 where = profile.endpoint if profile is not None else "the default AWS configuration"
                 raise translate(exc, where) from None
             # Registered first, so it runs before botocore's retry handler decides to retry.
             client.meta.events.register_first("needs-retry.s3", _fail_fast_on_certificate_failure)
-            found = self._clients[profile] = S3(client, self._retrier, direct)
-            return found
+            self._botocores[profile] = client
+            return client
 
-    def _direct(self, client: Any, verify: bool | str | None) -> Direct | None:
-        """Direct GETs and PUTs for ``client`` (`pos3._direct`), closed with the pool; ``None`` when
-        the environment configures a proxy or ``POS3_DIRECT=0``."""
+    async def _direct(self, profile: Profile | None, verify: bool | str | None) -> Direct | None:
+        """Direct requests for ``profile``'s client (`pos3._direct`), closed with the pool; started
+        from the preset remembered for it, if one is and its credentials can be taken without
+        botocore. ``None`` when the environment configures a proxy or ``POS3_DIRECT=0``."""
         from ._direct import Direct, enabled
 
         if not enabled(os.environ):
             return None
+        preset, credentials = None, None
+        if self._memo is not None:
+            key, preset = await anyio.to_thread.run_sync(self._memo.lookup, profile, verify, os.environ)
+            self._keys[profile] = key
+            credentials = _credentials(profile, preset, os.environ) if preset is not None else None
         o = self._options
-        direct = Direct(client, pool=o.max_pool_connections, connect_timeout=o.connect_timeout,
-                        read_timeout=o.read_timeout, verify=verify or None if verify is not False else False,
-                        parse_time=parse_timestamp)
+        direct = Direct(pool=o.max_pool_connections, connect_timeout=o.connect_timeout, read_timeout=o.read_timeout,
+                        parse_time=parse_timestamp, preset=preset if credentials is not None else None,
+                        credentials=None if credentials is _UNSIGNED else credentials)
+        self._directs[profile] = direct
         self._stack.push_async_callback(direct.aclose)
         return direct
 
@@ -272,7 +326,16 @@ class ClientPool:
             self._on_throttle()
 
     async def aclose(self) -> None:
-        """Close every client."""
+        """Close every client, and remember what they learned (`pos3._routes`)."""
         with anyio.CancelScope(shield=True):
             await self._stack.aclose()
+            memo = self._memo
+            if memo is not None:
+                for profile, direct in self._directs.items():
+                    preset = direct.preset()
+                    if preset is not None and profile in self._keys:
+                        memo.put(self._keys[profile], preset)
+                await anyio.to_thread.run_sync(memo.save)
         self._clients.clear()
+        self._botocores.clear()
+        self._directs.clear()

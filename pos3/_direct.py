@@ -49,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._routes import Preset
 from ._sigv4 import Signer, payload_hash
 from ._version import __version__
 
@@ -274,41 +275,72 @@ def proxied(environ: Mapping[str, str]) -> bool:
 
 
 class Direct:
-    """Direct GETs and PUTs for one aiobotocore client (see the module docstring).
+    """Direct GETs and PUTs for one client (see the module docstring).
+
+    Made with what a botocore client resolved: either the client itself (`attach`), or a preset
+    remembered from an earlier run (`pos3._routes`), in which case the botocore client is made
+    only when a request needs it, and attached then.
 
     Args:
-        client: The aiobotocore S3 client whose routes, credentials and settings are used.
         pool: Connections at most (the client's ``max_pool_connections``).
         connect_timeout, read_timeout: As the client's.
-        verify: TLS verification as given to the client: ``None`` (the default CA chain),
-            ``False`` or the path of a CA bundle.
         parse_time: Parser of the ``Last-Modified`` header.
+        preset: Settings and routes to start with; ``None``: none until `attach`.
+        credentials: The preset's credentials (``get_frozen_credentials()``), ``None`` when unsigned.
     """
 
-    def __init__(self, client: Any, *, pool: int, connect_timeout: float, read_timeout: float,
-                 verify: bool | str | None, parse_time: Any) -> None:
-        self._client = client
+    def __init__(self, *, pool: int, connect_timeout: float, read_timeout: float, parse_time: Any,
+                 preset: Preset | None = None, credentials: Any = None) -> None:
         self._pool = pool
         self._timeouts = (connect_timeout, read_timeout)
-        self._verify = verify
+        self._parse_time = parse_time
+        self._crc = self._ask = True
+        self._sign_payload: bool | None = None
+        self._verify: bool | str | None = None
+        self._routes: dict[str, Route] = {}
+        self._session: Any = None
+        self._signers: dict[tuple[Any, str], Signer] = {}
+        self._credentials = credentials
+        self._attached = False
+        if preset is not None:
+            self._crc, self._ask = preset.crc, preset.ask
+            self._sign_payload, self._verify = preset.sign_payload, preset.verify
+            self._routes = {bucket: Route(prefix, region) for bucket, (prefix, region) in preset.routes.items()}
+
+    def attach(self, client: Any, verify: bool | str | None) -> None:
+        """Take credentials and settings from ``client``, and routes from what it sends
+        (``verify``: the client's TLS setting)."""
         config = client.meta.config  # the checksum settings botocore resolved for this client
         self._crc = getattr(config, "request_checksum_calculation", None) != "when_required"
         self._ask = getattr(config, "response_checksum_validation", None) != "when_required"
         self._sign_payload = (getattr(config, "s3", None) or {}).get("payload_signing_enabled")
-        self._parse_time = parse_time
-        self._routes: dict[str, Route] = {}
-        self._session: Any = None
-        self._signers: dict[tuple[Any, str], Signer] = {}
+        if verify is None or verify is True:
+            from botocore.httpsession import get_cert_path
+
+            verify = get_cert_path(True)  # the CA file botocore trusts by default, remembered as such
+        self._verify = verify
         signer = getattr(client, "_request_signer", None)
         self._credentials = getattr(signer, "_credentials", None)
+        self._attached = True
         client.meta.events.register("before-send.s3.GetObject", self._seen)
         client.meta.events.register("before-send.s3.PutObject", self._seen)
         client.meta.events.register("before-send.s3.ListObjectsV2", self._seen)
+
+    def preset(self) -> Preset | None:
+        """What to remember of this client (`pos3._routes`); ``None`` while nothing is known."""
+        if not self._attached and not self._routes:
+            return None
+        method = getattr(self._credentials, "method", None) if self._credentials is not None else None
+        return Preset(method, self._crc, self._ask, self._sign_payload, self._verify,
+                      {bucket: (r.prefix, r.region) for bucket, r in self._routes.items()})
 
     # ---------------------------------------------------------------- routes
 
     def route(self, bucket: str) -> Route | None:
         return self._routes.get(bucket)
+
+    def has_routes(self) -> bool:
+        return bool(self._routes)
 
     def forget(self, bucket: str) -> None:
         self._routes.pop(bucket, None)
@@ -368,7 +400,7 @@ class Direct:
         """``headers`` signed for ``route`` (SigV4, `pos3._sigv4`); as they are for an unsigned route."""
         if route.region is None:
             return headers
-        frozen = self._credentials.get_frozen_credentials()  # type: ignore[union-attr]
+        frozen = self._credentials.get_frozen_credentials()
         if not isinstance(frozen, tuple):  # aiobotocore's refreshable credentials: a coroutine
             frozen = await frozen
         signer = self._signers.get((frozen, route.region))
@@ -423,6 +455,21 @@ class Direct:
             await resp.read()
             return _response(resp.headers, self._parse_time)
 
+    async def head(self, route: Route, key: str | None) -> dict[str, Any]:
+        """HEAD of the object ``key``, or of the bucket itself (``None``): the answer's fields."""
+        url = route.prefix + quote_key(key) if key is not None else route.bucket_url
+        session = await self._http(route)
+        headers = await self._signed("HEAD", url, {}, b"", route)
+        async with session.request("HEAD", _exact(url), headers=headers) as resp:
+            if resp.status >= 300:
+                region = resp.headers.get("x-amz-bucket-region")
+                # A HEAD answer has no body to name the error: botocore learns a bucket's other
+                # region from this header; here it means the remembered route is wrong.
+                wrong = resp.status == 400 and region is not None and region != route.region
+                await _raise_error(resp, "HeadObject" if key is not None else "HeadBucket",
+                                   "AuthorizationHeaderMalformed" if wrong else None)
+            return _response(resp.headers, self._parse_time)
+
     async def list_page(self, route: Route, params: Mapping[str, Any]) -> dict[str, Any]:
         """One ListObjectsV2 page (``params`` as botocore's: ``Prefix``, ``MaxKeys``...)."""
         url = f"{route.bucket_url}?{list_query(params)}"
@@ -461,7 +508,9 @@ def _fingerprinted(out: Mapping[str, Any]) -> bool:
                                sse_customer=str(out.get("SSECustomerAlgorithm", "")))
 
 
-async def _raise_error(resp: Any, operation: str) -> None:
+async def _raise_error(resp: Any, operation: str, code: str | None = None) -> None:
+    """Raise botocore's ``ClientError`` for an error answer (``code``: the error's code, when
+    the body cannot tell it)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -469,7 +518,10 @@ async def _raise_error(resp: Any, operation: str) -> None:
     finally:
         resp.release()
     meta = {"HTTPStatusCode": resp.status, "HTTPHeaders": {k.lower(): v for k, v in resp.headers.items()}}
-    raise ClientError({"Error": error_of(resp.status, body), "ResponseMetadata": meta}, operation)
+    error = error_of(resp.status, body)
+    if code is not None:
+        error["Code"] = code
+    raise ClientError({"Error": error, "ResponseMetadata": meta}, operation)
 
 
 async def _tls_context(verify: bool | str | None) -> ssl.SSLContext:

@@ -81,8 +81,9 @@ class S3:
     which resume from the last good byte or know how to check a lost answer.
     """
 
-    def __init__(self, client: S3Client, retrier: Retrier | None = None, direct: Direct | None = None) -> None:
-        self.client = client
+    def __init__(self, client: Callable[[], Awaitable[S3Client]], retrier: Retrier | None = None,
+                 direct: Direct | None = None) -> None:
+        self.client = client  # the botocore client, made when first awaited (see `pos3._routes`)
         self.retrier = retrier
         self.direct = direct
 
@@ -114,6 +115,10 @@ class S3:
             if direct is not None:
                 direct.learn(token, bucket, key)
 
+    async def _botocore(self, operation: str, kwargs: Mapping[str, Any]) -> Any:
+        """``operation(**kwargs)`` through the botocore client."""
+        return await getattr(await self.client(), operation)(**kwargs)
+
     async def _call(self, url: str, send: Callable[[], Awaitable[T]]) -> T:
         """``send`` (which raises translated errors), retried by the retrier when there is one."""
         if self.retrier is None:
@@ -141,7 +146,7 @@ class S3:
     async def _list_page(self, bucket: str, kwargs: Mapping[str, Any], url: str) -> Mapping[str, Any]:
         """One ListObjectsV2 page: a direct request once the bucket's route is known, else botocore's."""
         return await self._either(bucket, None, url, lambda direct, route: direct.list_page(route, kwargs),
-                                  lambda: self.client.list_objects_v2(**kwargs))
+                                  lambda: self._botocore("list_objects_v2", kwargs))
 
     async def list_all(self, bucket: str, prefix: str) -> Listing:
         """Every object below ``prefix`` (all pages)."""
@@ -181,10 +186,9 @@ class S3:
     async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         """The object's metadata, or ``None`` when it does not exist."""
         async def send() -> dict[str, Any]:
-            try:
-                return dict(await self.client.head_object(Bucket=bucket, Key=key))
-            except Exception as exc:
-                raise translate(exc, f"s3://{bucket}/{key}") from None
+            return dict(await self._either(bucket, key, f"s3://{bucket}/{key}",
+                                           lambda direct, route: direct.head(route, key),
+                                           lambda: self._botocore("head_object", {"Bucket": bucket, "Key": key})))
 
         try:
             return await self._call(f"s3://{bucket}/{key}", send)
@@ -210,7 +214,7 @@ class S3:
             kwargs["IfMatch"] = f'"{if_match}"'
 
         async def botocore_get() -> tuple[Any, Mapping[str, Any]]:
-            resp = await self.client.get_object(**kwargs)
+            resp = await (await self.client()).get_object(**kwargs)
             return resp["Body"], resp
 
         found = await self._either(
@@ -234,7 +238,8 @@ class S3:
         url = f"s3://{bucket}/{key}"
         resp: Mapping[str, Any] = await self._either(
             bucket, key, url, lambda direct, route: direct.put(route, bucket, key, data, metadata),
-            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data, Metadata=dict(metadata)))
+            lambda: self._botocore("put_object", {"Bucket": bucket, "Key": key, "Body": data,
+                                                   "Metadata": dict(metadata)}))
         etag = _etag(resp.get("ETag"))
         _check_stored(url, etag, md5, resp)
         return etag
@@ -249,7 +254,7 @@ class S3:
         """
         async def send() -> bool:
             try:
-                await self.client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                await (await self.client()).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
             except Exception as exc:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code")
                 if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
@@ -268,7 +273,7 @@ class S3:
         """Create a multipart upload: its id, and how many times botocore had to send the request
         (an answer lost on the way may have left another upload open)."""
         try:
-            resp = await self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
+            resp = await (await self.client()).create_multipart_upload(Bucket=bucket, Key=key, Metadata=dict(metadata))
         except Exception as exc:
             raise translate(exc, f"s3://{bucket}/{key}") from None
         return str(resp["UploadId"]), int(resp.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
@@ -276,7 +281,7 @@ class S3:
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int, data: bytes,
                           md5: str | None = None) -> str:
         try:
-            resp = await self.client.upload_part(
+            resp = await (await self.client()).upload_part(
                 Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
             )
         except Exception as exc:
@@ -288,7 +293,7 @@ class S3:
     async def complete_multipart(self, bucket: str, key: str, upload_id: str, etags: list[str]) -> str:
         parts = [{"PartNumber": i + 1, "ETag": f'"{e}"'} for i, e in enumerate(etags)]
         try:
-            resp = await self.client.complete_multipart_upload(
+            resp = await (await self.client()).complete_multipart_upload(
                 Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}  # type: ignore[typeddict-item]
             )
         except Exception as exc:
@@ -304,7 +309,7 @@ class S3:
         """
         with anyio.move_on_after(ABORT_BOUND, shield=True) as scope:
             try:
-                await self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                await (await self.client()).abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             except Exception as exc:
                 code = getattr(exc, "response", {}).get("Error", {}).get("Code")
                 return not strict or code in ("NoSuchUpload", "404")
@@ -314,7 +319,7 @@ class S3:
         """Open multipart uploads below ``prefix``: ``(key, upload_id, initiated)``."""
         async def send() -> Mapping[str, Any]:
             try:
-                return await self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+                return await (await self.client()).list_multipart_uploads(Bucket=bucket, Prefix=prefix)
             except Exception as exc:
                 raise translate(exc, f"s3://{bucket}/{prefix}") from None
 
@@ -327,7 +332,7 @@ class S3:
             return []
         async def send() -> Mapping[str, Any]:
             try:
-                return await self.client.delete_objects(
+                return await (await self.client()).delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
                 )
             except Exception as exc:
@@ -348,7 +353,7 @@ class S3:
         """The names of the buckets these credentials own (``ListBuckets``), sorted."""
         async def send() -> Mapping[str, Any]:
             try:
-                return await self.client.list_buckets()
+                return await (await self.client()).list_buckets()
             except Exception as exc:
                 raise translate(exc, "s3://") from None
 
@@ -365,7 +370,8 @@ class S3:
         and the transfer that follows rides out an outage by itself.
         """
         try:
-            await self.client.head_bucket(Bucket=bucket)
+            await self._either(bucket, None, f"s3://{bucket}/", lambda direct, route: direct.head(route, None),
+                               lambda: self._botocore("head_bucket", {"Bucket": bucket}))
         except Exception as exc:
-            return isinstance(translate(exc, f"s3://{bucket}/"), NotFoundError)
+            return isinstance(exc, NotFoundError)
         return False

@@ -21,6 +21,7 @@ from .._plan import Copy, LocalTree, Record, RemoteTree
 from .._profiles import Profile
 from .._progress import Progress
 from .._retry import Retrier, Throttle
+from .._routes import RouteMemo
 from .._state import StateStore
 from .._urls import S3URL
 
@@ -131,7 +132,8 @@ class Resources:
         self.progress = progress
         self.retrier = Retrier(options.retry)
         self.throttle = self.retrier.throttle
-        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True), self.retrier)
+        self.pool = ClientPool(options.clients, lambda: self.throttle.answered(slowed=True), self.retrier,
+                               RouteMemo(self.private / "routes.json"))
         # Every request of the mirror at once; each transfer also has its own limit (`run_each`).
         self.limiter = anyio.Semaphore(options.max_workers or MAX_IN_FLIGHT)
         self.hash_limiter = anyio.Semaphore(max(2, os.cpu_count() or 2))

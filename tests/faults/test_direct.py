@@ -8,9 +8,11 @@ what the botocore path gives.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -28,8 +30,9 @@ def _files() -> dict[str, bytes]:
     return {name: f"{name}:{i}".encode() * (50 + 37 * i) for i, name in enumerate(ODD)}
 
 
-def _gets(proxy: FaultProxy, prefix: str) -> list[Any]:
-    return [e for e in proxy.log if e.method == "GET" and f"/{prefix}/" in e.path and "list-type" not in e.query]
+def _gets(proxy: FaultProxy, prefix: str, start: int = 0) -> list[Any]:
+    return [e for e in proxy.log[start:]
+            if e.method == "GET" and f"/{prefix}/" in e.path and "list-type" not in e.query]
 
 
 def _direct(entries: list[Any]) -> int:
@@ -121,3 +124,55 @@ async def test_a_body_the_server_refuses_as_damaged_is_sent_again(
     for name, data in files.items():
         assert s3.get_object(Bucket=bucket, Key=f"up/{name}")["Body"].read() == data
     assert sum(1 for e in proxy.log if e.method == "PUT" and e.path.endswith("/up/f4.bin")) == 2
+
+
+def _lists(proxy: FaultProxy, start: int = 0) -> list[Any]:
+    return [e for e in proxy.log[start:] if e.method == "GET" and "list-type=2" in e.query]
+
+
+async def test_a_second_mirror_on_the_same_cache_sends_everything_direct_from_its_first_request(
+    proxy: FaultProxy, s3: Any, bucket: str, open_mirror: Callable[..., Any], tmp_path: Path, cache_root: Path
+) -> None:
+    # The route, settings and credentials the first mirror learned from botocore are remembered
+    # in the cache root: the next one lists and fetches direct from the start.
+    files = _files()
+    put(s3, bucket, {f"data/{k}": v for k, v in files.items()})
+    async with open_mirror() as m:
+        await m.download(f"s3://{bucket}/data", tmp_path / "down")
+    changed = {"plain.bin": b"new bytes", "deep/er/x.bin": b"other new bytes"}
+    put(s3, bucket, {f"data/{k}": v for k, v in changed.items()})
+    start = len(proxy.log)
+    async with open_mirror() as m:
+        root = await m.download(f"s3://{bucket}/data", tmp_path / "down")
+    assert local_tree(root) == {**files, **changed}
+    lists, gets = _lists(proxy, start), _gets(proxy, "data", start)
+    assert lists and len(gets) == len(changed)
+    assert _direct(lists) == len(lists) and _direct(gets) == len(gets)
+    memo = (cache_root / ".pos3" / "routes.json").read_text()
+    assert bucket in memo and os.environ["AWS_SECRET_ACCESS_KEY"] not in memo  # no secret in the cache
+
+
+async def test_a_remembered_route_the_server_refuses_is_learned_again_through_botocore(
+    proxy: FaultProxy, s3: Any, bucket: str, open_mirror: Callable[..., Any], tmp_path: Path
+) -> None:
+    files = {f"k{i:02d}.bin": bytes([i]) * (100 + i) for i in range(8)}
+    put(s3, bucket, {f"data/{k}": v for k, v in files.items()})
+    async with open_mirror() as m:
+        await m.download(f"s3://{bucket}/data", tmp_path / "down")
+    files["k03.bin"] = b"changed"
+    put(s3, bucket, {"data/k03.bin": files["k03.bin"]})
+    start = len(proxy.log)
+    # The bucket moved since the route was remembered: its first direct listing is redirected.
+    proxy.scenario.add(make_rule("status", status=301, code="PermanentRedirect", method="GET", query="list-type",
+                                 header=r"^user-agent: pos3/", times=1))
+    async with open_mirror() as m:
+        root = await m.download(f"s3://{bucket}/data", tmp_path / "down")
+    assert local_tree(root) == files
+    lists = _lists(proxy, start)
+    refused = [e for e in lists if e.kind == "status"]
+    assert len(refused) == 1 and refused[0].agent.startswith("pos3/")
+    # The same listing, sent again by botocore (which follows redirects itself), and served.
+    again = [e for e in lists if not e.agent.startswith("pos3/") and parse_qs(e.query) == parse_qs(refused[0].query)]
+    assert [e.kind for e in again] == ["pass"]
+    gets = _gets(proxy, "data", start)
+    assert len(gets) == 1 and _direct(gets) == 1  # the route was learned again
