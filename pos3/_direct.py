@@ -1,13 +1,14 @@
-"""GETs, PUTs and listing pages, signed as botocore signs them and sent straight over aiohttp.
+"""GETs, PUTs, HEADs and listing pages, signed as botocore signs them and sent straight over HTTP.
 
 botocore prepares every request through a general pipeline (about twenty events, parameter
 serialization, endpoint rules, a response parser). On two shared cores that costs about 2 ms of
 CPU per request, more than the HTTP exchange itself, and for thousands of small objects it is
-what bounds the speed (`docs/performance.md`). A GET or a PUT of one object needs little of it,
-and neither does a ListObjectsV2 page, so `pos3._s3.S3` sends those through `Direct` once it
-knows the bucket's route; every other request, and the first ones of each bucket, go through
-botocore. A listing of 100,000 objects parsed by botocore costs about 13 s of CPU here; parsed
-with ElementTree, about a tenth of that.
+what bounds the speed (`docs/performance.md`). A GET, PUT or HEAD of one object, a HEAD of a
+bucket and a ListObjectsV2 page need little of it, so `pos3._s3.S3` sends those through `Direct`
+once it knows the bucket's route (learned in this run, or remembered from an earlier one:
+`pos3._routes`); every other request, and the first ones of each bucket, go through botocore.
+A listing of 100,000 objects parsed by botocore costs about 13 s of CPU here; parsed with
+ElementTree, about a tenth of that.
 
 What stays botocore's, so that both paths send the same request:
 
@@ -25,13 +26,14 @@ What stays botocore's, so that both paths send the same request:
   asks for the object's checksum and checks a full-object CRC32, SHA-1 or SHA-256 unless the
   caller checks the body against pos3's own fingerprint (xxh3 metadata or MD5 ETag) anyway.
 - **Errors.** An error answer becomes botocore's ``ClientError`` with S3's code and message, and
-  aiohttp's connection errors pass as they are: `pos3._errors.translate` and the retry rules
-  treat them as they treat errors of the botocore path.
-- **Connections.** Its own aiohttp session with the client's pool size, timeouts and TLS
-  settings. Not used when the environment configures a proxy (botocore's proxy rules apply).
+  connection failures are `pos3._http`'s: `pos3._errors.translate` and the retry rules treat
+  them as they treat errors of the botocore path.
+- **Connections.** Its own keep-alive connections (`pos3._http`) with the client's pool size,
+  timeouts and TLS settings. Not used when the environment configures a proxy (botocore's proxy
+  rules apply).
 
-The pure parts (`route_of`, `error_of`, `checksum_of`, `listing_of`, `list_query`) do no I/O; aiohttp and botocore are
-imported only when the first client is made, like `pos3._s3`.
+The pure parts (`route_of`, `error_of`, `checksum_of`, `listing_of`, `list_query`) do no I/O;
+botocore is imported only for an error answer or by `attach`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from __future__ import annotations
 import base64
 import contextvars
 import hashlib
-import io
 import os
 import ssl
 import urllib.parse
@@ -49,6 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._http import Client
 from ._routes import Preset
 from ._sigv4 import Signer, payload_hash
 from ._version import __version__
@@ -61,8 +63,6 @@ REROUTE_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "Authorizat
 _SIGV4 = "AWS4-HMAC-SHA256 Credential="
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 _USER_AGENT = f"pos3/{__version__}"
-_WHOLE_BODY = 1 << 20  # larger PUT bodies go to aiohttp as a file-like object
-_READ_BUFFER = 1 << 20  # bytes a connection buffers before it stops reading (see Direct._http)
 # The checksums a GET can be checked against without awscrt, strongest first.
 _CHECKSUMS = ("sha256", "sha1", "crc32")
 
@@ -231,7 +231,7 @@ class Body:
         self._url = url
 
     async def read(self, n: int = -1) -> bytes:
-        data: bytes = await (self._resp.content.read(n) if n >= 0 else self._resp.read())
+        data: bytes = await self._resp.read(n)
         if self._digest is not None:
             if data:
                 self._digest.update(data)
@@ -298,7 +298,7 @@ class Direct:
         self._sign_payload: bool | None = None
         self._verify: bool | str | None = None
         self._routes: dict[str, Route] = {}
-        self._session: Any = None
+        self._http_client: Client | None = None
         self._signers: dict[tuple[Any, str], Signer] = {}
         self._credentials = credentials
         self._attached = False
@@ -374,26 +374,17 @@ class Direct:
 
     # ---------------------------------------------------------------- requests
 
-    async def _http(self, route: Route) -> Any:
-        """The aiohttp session, made on first use (its TLS context only for an HTTPS endpoint)."""
-        if self._session is None:
-            import aiohttp
-
-            context: ssl.SSLContext | bool = False
-            if self._verify is not False and route.prefix.startswith("https:"):
-                context = await _tls_context(self._verify)  # reads the CA file: a thread
-            if self._session is None:  # another task may have made it meanwhile
-                connect, read = self._timeouts
-                self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(limit=self._pool, ssl=context),
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read),
-                    auto_decompress=False, skip_auto_headers={"Content-Type"},
-                    # A connection reads on until this much is buffered (aiohttp's default, 64 KiB,
-                    # pauses and resumes a large body's socket every 128 KiB).
-                    read_bufsize=_READ_BUFFER,
-                    headers={"User-Agent": _USER_AGENT},
-                )
-        return self._session
+    async def _http(self, route: Route) -> Client:
+        """The connections, made on first use (a TLS context once an HTTPS route is used)."""
+        client = self._http_client
+        if client is None:
+            connect, read = self._timeouts
+            client = self._http_client = Client(limit=self._pool, connect_timeout=connect, read_timeout=read,
+                                                tls=None, user_agent=_USER_AGENT)
+        if client.tls is None and route.prefix.startswith("https:"):
+            context = await _tls_context(self._verify)  # reads the CA file: a thread
+            client.tls = client.tls or context  # another task may have set it meanwhile
+        return client
 
     async def _signed(self, method: str, url: str, headers: dict[str, str], body: bytes,
                       route: Route, checksum_header: str | None = None) -> dict[str, str]:
@@ -423,8 +414,8 @@ class Direct:
             headers["If-Match"] = f'"{if_match}"'
         if self._ask and whole:
             headers["x-amz-checksum-mode"] = "ENABLED"
-        session = await self._http(route)
-        resp = await session.request("GET", _exact(url), headers=await self._signed("GET", url, headers, b"", route))
+        client = await self._http(route)
+        resp = await client.request("GET", url, await self._signed("GET", url, headers, b"", route))
         if resp.status >= 300:
             await _raise_error(resp, "GetObject")
         out = _response(resp.headers, self._parse_time)
@@ -444,12 +435,10 @@ class Direct:
         else:
             headers["Content-MD5"] = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         headers["Content-Length"] = str(len(data))
-        session = await self._http(route)
+        client = await self._http(route)
         signed = await self._signed("PUT", url, headers, data, route,
                                     "x-amz-checksum-crc32" if self._crc else "Content-MD5")
-        # aiohttp warns about (and pytest fails on) bytes bodies over 1 MiB; a BytesIO is sent in chunks.
-        body: bytes | io.BytesIO = data if len(data) <= _WHOLE_BODY else io.BytesIO(data)
-        async with session.request("PUT", _exact(url), headers=signed, data=body) as resp:
+        async with await client.request("PUT", url, signed, data) as resp:
             if resp.status >= 300:
                 await _raise_error(resp, "PutObject")
             await resp.read()
@@ -458,9 +447,9 @@ class Direct:
     async def head(self, route: Route, key: str | None) -> dict[str, Any]:
         """HEAD of the object ``key``, or of the bucket itself (``None``): the answer's fields."""
         url = route.prefix + quote_key(key) if key is not None else route.bucket_url
-        session = await self._http(route)
+        client = await self._http(route)
         headers = await self._signed("HEAD", url, {}, b"", route)
-        async with session.request("HEAD", _exact(url), headers=headers) as resp:
+        async with await client.request("HEAD", url, headers) as resp:
             if resp.status >= 300:
                 region = resp.headers.get("x-amz-bucket-region")
                 # A HEAD answer has no body to name the error: botocore learns a bucket's other
@@ -473,9 +462,9 @@ class Direct:
     async def list_page(self, route: Route, params: Mapping[str, Any]) -> dict[str, Any]:
         """One ListObjectsV2 page (``params`` as botocore's: ``Prefix``, ``MaxKeys``...)."""
         url = f"{route.bucket_url}?{list_query(params)}"
-        session = await self._http(route)
+        client = await self._http(route)
         headers = await self._signed("GET", url, {}, b"", route)
-        async with session.request("GET", _exact(url), headers=headers) as resp:
+        async with await client.request("GET", url, headers) as resp:
             if resp.status >= 300:
                 await _raise_error(resp, "ListObjectsV2")
             body: bytes = await resp.read()
@@ -485,16 +474,9 @@ class Direct:
         return page
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-
-def _exact(url: str) -> Any:
-    """``url`` for aiohttp as it is: already encoded, and signed so (no re-quoting)."""
-    from yarl import URL
-
-    return URL(url, encoded=True)
+        if self._http_client is not None:
+            client, self._http_client = self._http_client, None
+            await client.close()
 
 
 def _fingerprinted(out: Mapping[str, Any]) -> bool:
@@ -525,18 +507,25 @@ async def _raise_error(resp: Any, operation: str, code: str | None = None) -> No
 
 
 async def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
-    """The TLS context botocore would use: the given CA bundle, else botocore's default chain."""
+    """The TLS context botocore would use: the given CA bundle, else botocore's default chain; no
+    check at all for ``verify=False``."""
     import anyio
 
     def build() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # certificates and host names checked
+        if verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
         cafile = verify if isinstance(verify, str) else None
         if cafile is None:
             from botocore.httpsession import get_cert_path
 
             cafile = get_cert_path(True)
-        context = ssl.create_default_context()
         if cafile:
             context.load_verify_locations(cafile)
+        else:
+            context.load_default_certs()
         return context
 
     return await anyio.to_thread.run_sync(build)

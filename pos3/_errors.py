@@ -19,7 +19,7 @@ Pos3Error
                                                     when every object failed for that reason)
 ```
 
-Only `translate()` looks inside botocore and aiohttp exceptions; everything else in pos3 sees the
+Only `translate()` looks inside botocore, aiohttp and `pos3._http` exceptions; everything else in pos3 sees the
 tree above. Messages name the URL or path and the cause, never a credential. A translated error
 is raised ``from None`` (its traceback does not repeat the library internals below it) and keeps
 the foreign exception on its ``cause`` attribute. The classes present themselves as ``pos3.X``
@@ -290,6 +290,16 @@ def _translate(exc: BaseException, url: str) -> BaseException:
         where = _endpoint_of(exc)
         subject = f"the TLS certificate of {where}" if where else "the endpoint's TLS certificate"
         return EndpointError(f"{url}: {subject} was refused ({why}); {_TLS_HINT}", url=url)
+    from ._http import BodyCut, ConnectFailed, HTTPFailure, ReadTimeout  # direct requests (`pos3._http`)
+
+    if isinstance(exc, ConnectFailed):
+        return EndpointError(f"{url}: cannot reach the endpoint ({exc})", url=url)
+    if isinstance(exc, ReadTimeout):
+        return EndpointError(f"{url}: the endpoint did not answer in time ({exc})", url=url)
+    if isinstance(exc, BodyCut):
+        return EndpointError(f"{url}: the connection broke while reading the answer ({exc})", url=url)
+    if isinstance(exc, HTTPFailure):
+        return EndpointError(f"{url}: connection error ({exc})", url=url)
     # Imported lazily: this module stays free of aiobotocore at import time.
     from botocore.exceptions import (
         BotoCoreError,

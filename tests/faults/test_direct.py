@@ -1,7 +1,7 @@
 """Direct GETs and PUTs (`pos3._direct`), seen at the proxy: who sent each request, and what landed.
 
 After botocore's first request to a bucket, pos3 signs GETs and PUTs of single objects itself
-and sends them over aiohttp. These tests tell the two paths apart by their User-Agent at the
+and sends them over its own HTTP client. These tests tell the two paths apart by their User-Agent at the
 proxy, and check that the bytes, the keys (odd characters included) and the metadata are exactly
 what the botocore path gives.
 """
