@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import email.utils
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -114,6 +115,7 @@ def _isolated_session() -> AioSession:
     return session
 
 
+@functools.lru_cache(maxsize=4096)  # objects written together share their stamps; datetimes are immutable
 def parse_timestamp(value: str) -> datetime.datetime:
     """S3's ISO 8601 (listings) and RFC 7231 (headers) timestamps, fast; anything else via botocore."""
     try:

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._http import Client
+from ._policy import etag_is_md5
 from ._routes import Preset
+from ._s3 import META_XXH3
 from ._sigv4 import Signer, payload_hash
 from ._version import __version__
 
@@ -301,6 +303,7 @@ class Direct:
         self._http_client: Client | None = None
         self._signers: dict[tuple[Any, str], Signer] = {}
         self._credentials = credentials
+        self._frozen: Any = None  # the credentials' values, when they never change
         self._attached = False
         if preset is not None:
             self._crc, self._ask = preset.crc, preset.ask
@@ -321,6 +324,7 @@ class Direct:
         self._verify = verify
         signer = getattr(client, "_request_signer", None)
         self._credentials = getattr(signer, "_credentials", None)
+        self._frozen = None
         self._attached = True
         client.meta.events.register("before-send.s3.GetObject", self._seen)
         client.meta.events.register("before-send.s3.PutObject", self._seen)
@@ -391,9 +395,13 @@ class Direct:
         """``headers`` signed for ``route`` (SigV4, `pos3._sigv4`); as they are for an unsigned route."""
         if route.region is None:
             return headers
-        frozen = self._credentials.get_frozen_credentials()
-        if not isinstance(frozen, tuple):  # aiobotocore's refreshable credentials: a coroutine
-            frozen = await frozen
+        frozen = self._frozen
+        if frozen is None:
+            frozen = self._credentials.get_frozen_credentials()
+            if not isinstance(frozen, tuple):  # aiobotocore's credentials: a coroutine
+                frozen = await frozen
+            if not hasattr(self._credentials, "refresh_needed"):
+                self._frozen = frozen  # credentials that never refresh: read once
         signer = self._signers.get((frozen, route.region))
         if signer is None:
             self._signers.clear()  # one set of credentials at a time: refreshed ones replace the old
@@ -481,12 +489,9 @@ class Direct:
 
 def _fingerprinted(out: Mapping[str, Any]) -> bool:
     """Whether pos3's own check covers a body with these fields: xxh3 metadata or an MD5 ETag."""
-    from . import _policy
-    from ._s3 import META_XXH3
-
     if META_XXH3 in out.get("Metadata", {}):
         return True
-    return _policy.etag_is_md5(str(out.get("ETag", "")).strip('"'), sse=str(out.get("ServerSideEncryption", "")),
+    return etag_is_md5(str(out.get("ETag", "")).strip('"'), sse=str(out.get("ServerSideEncryption", "")),
                                sse_customer=str(out.get("SSECustomerAlgorithm", "")))
 
 
