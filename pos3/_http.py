@@ -356,6 +356,7 @@ class Client:
                     conn.close()
                     if not reused:
                         raise BodyCut(f"{origin}: the connection closed before an answer", origin) from None
+                    self._drop_idle(origin)  # kept ones closed too, most likely (a restart, an idle timeout)
                 except BaseException:
                     conn.close()
                     raise
@@ -419,6 +420,10 @@ class Client:
             raise ConnectFailed(f"{origin}: cannot connect ({exc})", origin) from exc
         return conn, False
 
+    def _drop_idle(self, origin: str) -> None:
+        for conn in self._idle.pop(origin, ()):
+            conn.close()
+
     def _release(self, conn: _Connection, keep: bool) -> None:
         self._slots.release()
         if keep and not conn.closed and not self._closed:
@@ -431,7 +436,5 @@ class Client:
     async def close(self) -> None:
         """Close every idle connection (busy ones close when released)."""
         self._closed = True
-        for idle in self._idle.values():
-            for conn in idle:
-                conn.close()
-        self._idle.clear()
+        for origin in list(self._idle):
+            self._drop_idle(origin)

@@ -139,6 +139,24 @@ async def test_a_kept_connection_the_server_closed_is_replaced_and_the_request_s
     assert [(m, t, b) for m, t, _, b in seen.requests] == [("GET", "/b/1", b""), ("PUT", "/b/2", b"payload")]
 
 
+async def test_when_every_kept_connection_was_closed_one_new_connection_serves_the_request() -> None:
+    async def then_close(seen: Seen, w: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.05)  # both first requests in flight at once: two connections kept
+        await sized(b"first")(seen, w)
+        return False
+
+    async with serve(then_close, then_close, sized(b"after")) as (url, seen):
+        c = client()
+        assert await asyncio.gather(fetch(c, url + "/b/1"), fetch(c, url + "/b/2")) == [(200, b"first")] * 2
+        for _ in range(200):  # until the client has seen both closes (bounded)
+            if seen.open_now == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await fetch(c, url + "/b/3") == (200, b"after")
+        await c.close()
+    assert seen.connections == 3 and len(seen.requests) == 3
+
+
 async def test_a_body_cut_short_is_a_body_fault_naming_the_url() -> None:
     async def cut(seen: Seen, w: asyncio.StreamWriter) -> bool:
         w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"a" * 40)
