@@ -277,7 +277,7 @@ def proxied(environ: Mapping[str, str]) -> bool:
 
 
 class Direct:
-    """Direct GETs and PUTs for one client (see the module docstring).
+    """Direct GETs, PUTs, HEADs and listing pages for one client (see the module docstring).
 
     Made with what a botocore client resolved: either the client itself (`attach`), or a preset
     remembered from an earlier run (`pos3._routes`), in which case the botocore client is made

@@ -78,7 +78,6 @@ class _Connection(asyncio.Protocol):
         self._drainer: asyncio.Future[None] | None = None
         self._paused_reading = False
         self.closed = False
-        self._error: BaseException | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,7 +97,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._error = exc
         self._wake()
         if self._drainer is not None and not self._drainer.done():
             self._drainer.set_result(None)
