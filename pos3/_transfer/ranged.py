@@ -48,14 +48,36 @@ class Resume:
         return data.with_suffix(".json")
 
     @classmethod
-    def load(cls, data: Path, key: str, size: int, etag: str, part: int) -> Resume:
-        """The journal of ``data`` if it matches this object version and part size, else a new one."""
+    def _found(cls, data: Path, key: str, size: int, etag: str, part: int | None) -> dict[str, Any] | None:
+        """The journal of ``data`` if it describes this object version (and ``part`` size, if given)."""
         try:
             raw = json.loads(cls.journal_path(data).read_bytes())
             found = (raw["key"], raw["size"], raw["etag"], raw["part"])
-            if _policy.journal_fits(found, (key, size, etag, part), os.stat(data).st_size):
-                return cls(data, key, size, etag, part, dict(raw["meta"]), {int(i) for i in raw["done"]})
+            wanted = (key, size, etag, raw["part"] if part is None else part)
+            if type(raw["part"]) is int and raw["part"] > 0 and _policy.journal_fits(found, wanted,
+                                                                                     os.stat(data).st_size):
+                return dict(raw)
         except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    @classmethod
+    def part_on_disk(cls, data: Path, key: str, size: int, etag: str) -> int | None:
+        """The range size of a partial download of this object version left on disk, if any.
+
+        A resumed download keeps the ranges it started with, whatever the batch around it now.
+        """
+        raw = cls._found(data, key, size, etag, None)
+        return None if raw is None else int(raw["part"])
+
+    @classmethod
+    def load(cls, data: Path, key: str, size: int, etag: str, part: int) -> Resume:
+        """The journal of ``data`` if it matches this object version and part size, else a new one."""
+        raw = cls._found(data, key, size, etag, part)
+        try:
+            if raw is not None:
+                return cls(data, key, size, etag, part, dict(raw["meta"]), {int(i) for i in raw["done"]})
+        except (ValueError, KeyError, TypeError):
             pass
         cls.forget(data)
         return cls(data, key, size, "", part, {}, set())
@@ -135,9 +157,13 @@ class VersionChanged(S3Error):
 
 async def ranged_get(
     res: Resources, s3: Any, bucket: str, c: Copy, tmp: Path, progress: Callable[[int], object],
-    listed_etag: str = "",
+    listed_etag: str = "", together: int = 1,
 ) -> tuple[str, dict[str, str], str, int]:
     """Parallel ranged GETs into ``tmp``, then the whole file is checked.
+
+    Ranges are sized for ``together`` large objects fetched side by side
+    (`_policy.download_part_size`), unless a partial download of this version is on disk: it
+    resumes with its own ranges.
 
     Every range, the first included, is tied to the listed version (``If-Match`` on the listed
     ETag, and the total size in ``Content-Range``). An object replaced since it was listed is
@@ -158,8 +184,10 @@ async def ranged_get(
     votes: dict[int, list[str]] = {}  # part -> xxh3 of each fetch of it, in this shape
     keep: set[int] | None = None  # parts that agreed between fetches: not fetched again
     journal: Resume | None = None
+    resumed = await anyio.to_thread.run_sync(Resume.part_on_disk, tmp, c.key, c.size, listed_etag)
     while True:
-        base = _policy.download_part_size(c.size, res.options.part_size, res.options.download_part_size)
+        base = resumed or _policy.download_part_size(c.size, res.options.part_size, res.options.download_part_size,
+                                                     together)
         part = _policy.repair_part(base, c.size, shape)
         count = _policy.part_count(c.size, part)
         if journal is None or keep is None:
@@ -182,7 +210,7 @@ async def ranged_get(
                 raise NotFoundError(f"{url}: deleted while it was downloaded", url=url, code="NoSuchKey") from exc
             c = Copy(c.rel, c.key, int(head.get("ContentLength", 0)), c.reason)
             listed_etag = str(head.get("ETag", "")).strip('"')
-            journal = keep = None
+            journal = keep = resumed = None
             votes.clear()
         except IntegrityError as exc:
             if not _policy.may_repair(repairs, settings):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from pos3._background import due_uploads, next_wake
 from pos3._exclude import Excluder
 from pos3._plan import LocalFile
 from pos3._policy import (
+    LARGE_STREAMS,
     MAX_DOWNLOAD_PART,
     Attempts,
     ETagMismatch,
@@ -56,10 +58,26 @@ from pos3._urls import parse_s3_url
 MiB = 1 << 20
 
 
-def test_download_part_is_a_quarter_of_the_object_within_bounds() -> None:
-    assert download_part_size(100 * MiB, 8 * MiB) == 25 * MiB
+def test_large_objects_fetched_together_share_the_ranges_in_flight() -> None:
+    size = 128 * MiB
+    assert download_part_size(size, 8 * MiB) == 16 * MiB  # alone: 8 ranges
+    assert download_part_size(size, 8 * MiB, together=2) == 32 * MiB  # 4 each
+    assert download_part_size(size, 8 * MiB, together=4) == 64 * MiB  # 2 each
+    assert download_part_size(size, 8 * MiB, together=3) == math.ceil(size / 3)  # 3 each: 9 in all
+    for together in (8, 9, 500):
+        assert download_part_size(40 * MiB, 8 * MiB, together=together) == 40 * MiB  # one range each
+
+
+@given(size=st.integers(1, 1 << 40), together=st.integers(0, 10_000))
+def test_download_ranges_stay_within_their_bounds(size: int, together: int) -> None:
+    part = download_part_size(size, 8 * MiB, together=together)
+    assert 8 * MiB <= part <= MAX_DOWNLOAD_PART
+    assert part_count(size, part) <= max(LARGE_STREAMS, math.ceil(size / MAX_DOWNLOAD_PART))
+
+
+def test_download_part_override_wins() -> None:
     assert download_part_size(10 * MiB, 8 * MiB) == 8 * MiB  # never below part_size
-    assert download_part_size(10_000 * MiB, 8 * MiB) == MAX_DOWNLOAD_PART  # never above 64 MiB
+    assert download_part_size(10_000 * MiB, 8 * MiB, together=20) == MAX_DOWNLOAD_PART  # never above 64 MiB
     assert download_part_size(10_000 * MiB, 8 * MiB, override=5 * MiB) == 5 * MiB
 
 
